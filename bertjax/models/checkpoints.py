@@ -1,0 +1,173 @@
+"""Load and save BERT checkpoints in Hugging Face layout.
+
+A checkpoint is a directory with `config.json`, weights (`model.safetensors`,
+sharded safetensors, or `pytorch_model.bin`) and tokenizer files. Names
+resolve as: an existing directory, then a folder under `$BERTJAX_MODELS`, then
+the Hugging Face hub (for users with network).
+"""
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax import paths
+from bertjax.models import convert
+from bertjax.models.config import BertConfig
+from bertjax.models.heads import BertModel
+from bertjax.models.variants import is_variant, variant_config
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_ARCHITECTURES = {None: "BertModel", "classification": "BertForSequenceClassification",
+                  "regression": "BertForSequenceClassification", "mlm": "BertForMaskedLM"}
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """The local checkpoint directory for a path, a `$BERTJAX_MODELS` name or a hub name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    local = paths.models_root() / str(name_or_path)
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), allow_patterns=[
+            "*.json", "*.safetensors", "*.txt", "pytorch_model.bin"]))
+    except Exception as err:  # noqa: BLE001  (any hub failure means: not found)
+        raise FileNotFoundError(
+            f"model {str(name_or_path)!r}: not a directory, not in $BERTJAX_MODELS "
+            f"({paths.models_root()}), and not fetched from the hub ({type(err).__name__})"
+        ) from None
+
+
+def read_state_dict(directory: Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint directory as numpy arrays."""
+    from safetensors.numpy import load_file
+
+    if (directory / "model.safetensors").exists():
+        return load_file(directory / "model.safetensors")
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(directory / shard).items()}
+    if (directory / "pytorch_model.bin").exists():
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(f"{directory}/pytorch_model.bin needs torch to read") from None
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() for k, v in state.items()}
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
+
+
+def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
+    """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked."""
+    out = {}
+    for key, value in target.items():
+        name = f"{prefix}/{key}" if prefix else key
+        if isinstance(value, dict):
+            out[key] = _merge(value, loaded.get(key, {}), name, report)
+        elif key in loaded:
+            if tuple(loaded[key].shape) != tuple(value.shape):
+                raise ValueError(f"{name}: checkpoint shape {loaded[key].shape} != model "
+                                 f"{value.shape}")
+            out[key] = jnp.asarray(loaded[key], dtype=value.dtype)
+        else:
+            report["initialised"].append(name)
+            out[key] = value
+    return out
+
+
+def build(config: BertConfig, head: str | None = None, num_labels: int = 2, *,
+          dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0):
+    """A randomly initialised `(model, params)` for a config."""
+    model = BertModel(config, head=head, num_labels=num_labels, dtype=dtype,
+                      param_dtype=param_dtype)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(model.init)(jax.random.key(seed), ids)["params"]
+    return model, flax.core.unfreeze(params)
+
+
+def load_pretrained(name_or_path: str | Path, head: str | None = None,
+                    num_labels: int | None = None, *, dtype: Any = jnp.float32,
+                    param_dtype: Any = jnp.float32, seed: int = 0, **config_overrides):
+    """`(model, params)` from an HF-layout checkpoint; missing head params start random.
+
+    `name_or_path` may also be a size from `variants` (`tiny`, `mini`, ...) for
+    a random model. `num_labels` defaults to the checkpoint's when it has a
+    classifier, else 2. `config_overrides` replace config fields (e.g. dropout).
+    """
+    name = str(name_or_path)
+    if is_variant(name) and not Path(name).exists() and not (paths.models_root() / name).is_dir():
+        config = variant_config(name, **config_overrides)
+        return build(config, head, num_labels or 2, dtype=dtype, param_dtype=param_dtype,
+                     seed=seed)
+    directory = resolve(name_or_path)
+    hf_config = json.loads((directory / "config.json").read_text())
+    state = convert.from_hf_state_dict(read_state_dict(directory))
+    has_pooler = "pooler" in state.get("bert", {})
+    needs_pooler = head in ("classification", "regression")
+    config = BertConfig.from_hf(hf_config)
+    config = BertConfig(**{**config.__dict__, "add_pooler": has_pooler or needs_pooler,
+                           **config_overrides})
+    if num_labels is None:
+        has_classifier = "classifier" in state
+        num_labels = hf_config.get("num_labels", len(hf_config.get("id2label", {})) or 2)
+        num_labels = num_labels if has_classifier else 2
+    model, fresh = build(config, head, num_labels, dtype=dtype, param_dtype=param_dtype,
+                         seed=seed)
+    report = {"initialised": []}
+    params = _merge(fresh, state, "", report)
+    if report["initialised"]:
+        log.info("%s: freshly initialised %s", directory, sorted(
+            {"/".join(p.split("/")[:3]) for p in report["initialised"]}))
+    unused = set(state) - set(params)
+    if unused:
+        log.info("%s: not used by head=%s: %s", directory, head, sorted(unused))
+    return model, params
+
+
+def save_pretrained(model: BertModel, params: dict, out_dir: str | Path, *,
+                    tokenizer: Any = None, labels: Sequence[str] | None = None) -> Path:
+    """Writes `config.json`, `model.safetensors` and tokenizer files in HF layout.
+
+    `tokenizer`: a checkpoint directory to copy tokenizer files from, or a
+    transformers tokenizer to `save_pretrained`. `labels` become `id2label`.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = jax.device_get(params)
+    state = convert.to_hf_state_dict(params, prefix_encoder=model.head is not None)
+    hf = model.config.to_hf()
+    hf["architectures"] = [_ARCHITECTURES[model.head]]
+    if model.head in ("classification", "regression"):
+        n = model.num_labels_out
+        names = list(labels) if labels else [f"LABEL_{i}" for i in range(n)]
+        hf["id2label"] = {str(i): name for i, name in enumerate(names)}
+        hf["label2id"] = {name: i for i, name in enumerate(names)}
+        hf["num_labels"] = n
+        if model.head == "regression":
+            hf["problem_type"] = "regression"
+    hf["torch_dtype"] = "float32"
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    if isinstance(tokenizer, (str, Path)):
+        source = resolve(tokenizer)
+        for name in TOKENIZER_FILES:
+            if (source / name).exists():
+                shutil.copy(source / name, out / name)
+    elif tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,102 @@
+"""Task heads on top of the encoder, named as in Hugging Face's task models.
+
+`BertModel(config, head=...)` holds the encoder under `bert/` and the head
+under `classifier/` (classification, regression) or `cls/predictions/`
+(masked LM), so params map one to one onto `BertForSequenceClassification`
+and `BertForMaskedLM` state dicts.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bertjax.models.bert import _ACTIVATIONS, BertEncoder, _init
+from bertjax.models.config import BertConfig
+
+HEADS = (None, "classification", "regression", "mlm")
+
+
+class BertModel(nn.Module):
+    """BERT encoder plus an optional head; returns `(outputs, intermediates)`.
+
+    `outputs["logits"]`: [B, num_labels] for classification, [B, 1] for
+    regression, [B, T, vocab] for MLM. All encoder overrides pass through.
+    """
+
+    config: BertConfig
+    head: str | None = None
+    num_labels: int = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
+        if self.head in ("classification", "regression") and not self.config.add_pooler:
+            raise ValueError("sequence heads read the pooler output: set config.add_pooler")
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.bert = BertEncoder(**kw)
+        if self.head in ("classification", "regression"):
+            self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+            self.classifier = nn.Dense(self.num_labels_out, kernel_init=_init(self.config),
+                                       dtype=self.dtype, param_dtype=self.param_dtype)
+        elif self.head == "mlm":
+            self.cls = _MlmScope(**kw)
+
+    @property
+    def num_labels_out(self) -> int:
+        return 1 if self.head == "regression" else self.num_labels
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                 deterministic: bool = True, collect: Sequence[str] = (), **overrides):
+        outputs, inter = self.bert(input_ids, attention_mask, token_type_ids,
+                                   deterministic=deterministic, collect=collect, **overrides)
+        if self.head in ("classification", "regression"):
+            pooled = self.dropout(outputs["pooler_output"], deterministic=deterministic)
+            outputs["logits"] = self.classifier(pooled)
+        elif self.head == "mlm":
+            table = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+            outputs["logits"] = self.cls(outputs["last_hidden_state"], table)
+        return outputs, inter
+
+
+class _MlmScope(nn.Module):
+    """`cls/predictions/{transform/{dense,LayerNorm}, bias}`."""
+
+    config: BertConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, word_embeddings):
+        return _Predictions(self.config, self.dtype, self.param_dtype, name="predictions")(
+            hidden, word_embeddings)
+
+
+class _Predictions(nn.Module):
+    config: BertConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, word_embeddings):
+        cfg = self.config
+        x = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(hidden)
+        bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
+        return x @ word_embeddings.T.astype(x.dtype) + bias
+
+
+class _Transform(nn.Module):
+    config: BertConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden):
+        cfg = self.config
+        x = nn.Dense(cfg.hidden_size, kernel_init=_init(cfg), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="dense")(hidden)
+        return nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, use_fast_variance=False,
+                            name="LayerNorm")(_ACTIVATIONS[cfg.hidden_act](x))

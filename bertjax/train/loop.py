@@ -1,0 +1,189 @@
+"""`train_and_evaluate(config, workdir)`: one fine-tuning run, resumable.
+
+Meeting point of model, data, optimizer (and, later, compression methods).
+A run writes to `workdir`: `config.json`, `checkpoints/` (orbax, resumed
+automatically), `metrics.jsonl`, `tensorboard/`, `results.json` and the final
+model in HF layout under `export/`.
+"""
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from ml_collections import ConfigDict
+from tqdm.auto import tqdm
+
+from bertjax import models, paths
+from bertjax.data import pipeline, tasks, tokenizer
+from bertjax.train import checkpoint, mesh as mesh_lib, metrics as metrics_lib, steps, writers
+from bertjax.train.optimizer import make_optimizer
+from bertjax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: ConfigDict, task: tasks.Task):
+    """`(model, params, tokenizer)` for the config's model and task head."""
+    name = config.model.name
+    is_random = models.variants.is_variant(name) and not (paths.models_root() / name).is_dir()
+    tokenizer_source = config.model.tokenizer or (None if is_random else str(models.resolve(name)))
+    if tokenizer_source is None:
+        raise ValueError(f"model {name!r} is a random size: set config.model.tokenizer")
+    tok = tokenizer.load_tokenizer(tokenizer_source)
+    overrides = dict(hidden_dropout_prob=config.model.hidden_dropout_prob,
+                     attention_probs_dropout_prob=config.model.attention_probs_dropout_prob)
+    if is_random:
+        overrides["vocab_size"] = len(tok)
+    head = "regression" if task.is_regression else "classification"
+    model, params = models.load_pretrained(
+        name, head=head, num_labels=tasks.num_labels(task), dtype=jnp.dtype(config.model.dtype),
+        seed=config.train.seed, **overrides)
+    return model, params, tok, tokenizer_source
+
+
+def load_data(config: ConfigDict, task: tasks.Task, tok):
+    """`(train, eval)` encoded splits, tokenized once and cached."""
+    kw = dict(tokenizer=tok, max_seq_length=config.data.max_seq_length,
+              data_dir=config.data.root or None, source=config.data.source)
+    train = tokenizer.load_encoded(task, "train", limit=config.data.train_limit, **kw)
+    split = config.data.eval_split or tasks.eval_split(task)
+    evaluation = tokenizer.load_encoded(task, split, limit=config.data.eval_limit, **kw)
+    return train, evaluation
+
+
+def predict(eval_step, params, encoded, batch_size: int, mesh) -> np.ndarray:
+    """Predictions for every example of `encoded`, in example order."""
+    predictions = np.zeros(len(encoded), np.float32)
+    for batch in pipeline.eval_batches(encoded, batch_size):
+        inputs = {k: batch[k] for k in steps.MODEL_INPUTS}
+        out = eval_step(params, mesh_lib.shard_batch(inputs, mesh))
+        out = multihost_utils.process_allgather(out, tiled=True)
+        real = batch["index"] >= 0
+        predictions[batch["index"][real]] = np.asarray(out)[real]
+    return predictions
+
+
+def evaluate(eval_step, params, encoded, task, batch_size: int, mesh) -> dict[str, float]:
+    predictions = predict(eval_step, params, encoded, batch_size, mesh)
+    if not task.is_regression:
+        predictions = predictions.astype(np.int64)
+    return metrics_lib.compute_metrics(task, predictions, encoded.labels)
+
+
+def count_params(params) -> dict[str, int]:
+    leaves = jax.tree_util.tree_leaves(jax.device_get(params))
+    return {"params": int(sum(x.size for x in leaves)),
+            "nonzero_params": int(sum(np.count_nonzero(x) for x in leaves)),
+            "bytes": int(sum(x.nbytes for x in leaves))}
+
+
+def _check_finite(history: list[tuple[int, dict]]) -> None:
+    for step, values in history:
+        loss = float(values["loss"])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}: stopping the run")
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
+    """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results."""
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    task = tasks.get_task(config.task)
+    model, params, tok, tokenizer_source = build_model(config, task)
+    train_data, eval_data = load_data(config, task, tok)
+    if len(train_data) == 0:
+        raise ValueError(f"task {task.name}: the training split is empty")
+
+    mesh = mesh_lib.make_mesh()
+    for size in (config.train.batch_size, config.train.eval_batch_size):
+        mesh_lib.check_batch_size(size, mesh)
+    steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
+    total_steps = max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
+    tx = make_optimizer(config.train, params, total_steps)
+    state = mesh_lib.replicate(TrainState.create(params, tx, config.train.seed), mesh)
+    del params
+
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    state = checkpoint.restore_latest(manager, state)
+    start_step = int(jax.device_get(state.step))
+    writer = writers.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
+    previous = [r for r in writers.read_jsonl(writer.path) if "elapsed_seconds" in r]
+    elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
+    if start_step:
+        log.info("resuming %s from step %d", workdir, start_step)
+
+    train_step = steps.make_train_step(model, regression=task.is_regression)
+    eval_step = steps.make_eval_step(model, regression=task.is_regression)
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"{task.name} train",
+               disable=not is_main, dynamic_ncols=True, mininterval=2.0)
+    history, window_examples, window_start = [], 0.0, time.perf_counter()
+    eval_metrics: dict[str, float] = {}
+    step = start_step
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        for batch in pipeline.train_batches(train_data, config.train.batch_size,
+                                            config.train.seed, epoch, start_batch=offset):
+            batch.pop("index")
+            state, values = train_step(state, mesh_lib.shard_batch(batch, mesh))
+            step += 1
+            history.append((step, values))
+            window_examples += float(batch["weights"].sum())
+            bar.update(1)
+            end_of_epoch = step % steps_per_epoch == 0
+            if step % config.train.log_every_steps == 0 or step == total_steps or end_of_epoch:
+                history = jax.device_get(history)
+                _check_finite(history)
+                seconds = time.perf_counter() - window_start
+                elapsed += seconds
+                rate = window_examples / max(seconds, 1e-9)
+                last = history[-1][1]
+                writer.write(step, loss=float(last["loss"]), grad_norm=float(last["grad_norm"]),
+                             examples_per_second=rate, elapsed_seconds=elapsed,
+                             epoch=step / steps_per_epoch)
+                bar.set_postfix(loss=f"{float(last['loss']):.4f}", ex_s=f"{rate:.1f}")
+                history, window_examples, window_start = [], 0.0, time.perf_counter()
+            if step % config.checkpoint.every_steps == 0 or step == total_steps:
+                checkpoint.save(manager, state, force=step == total_steps)
+            eval_now = end_of_epoch and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
+            if eval_now or step == total_steps:
+                eval_start = time.perf_counter()
+                eval_metrics = evaluate(eval_step, state.params, eval_data, task,
+                                        config.train.eval_batch_size, mesh)
+                writer.write(step, prefix="eval_", **eval_metrics)
+                tqdm.write(f"step {step}: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                window_start += time.perf_counter() - eval_start
+            if step >= total_steps:
+                break
+    bar.close()
+    manager.wait_until_finished()
+    if not eval_metrics:  # resumed after the last step: evaluate the restored model
+        eval_metrics = evaluate(eval_step, state.params, eval_data, task,
+                                config.train.eval_batch_size, mesh)
+    writer.close()
+
+    examples_seen = min(total_steps * config.train.batch_size,
+                        config.train.num_epochs * len(train_data))
+    results = {
+        "task": task.name, "model": config.model.name, "method": config.method,
+        "metrics": eval_metrics, "main_metric": task.main_metric,
+        **count_params(state.params),
+        "train_seconds": round(elapsed, 2),
+        "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
+        "steps": total_steps, "eval_examples": len(eval_data),
+    }
+    if is_main:
+        if config.export:
+            models.save_pretrained(model, state.params, workdir / "export",
+                                   tokenizer=tokenizer_source, labels=task.labels)
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -1,0 +1,65 @@
+"""Fine-tune a (pretrained) BERT on one GLUE task.
+
+  python -m bertjax.main --config=configs/finetune.py:model=minilm-l6-h384,task=rte \
+      --workdir=runs/rte --config.train.learning_rate=5e-5
+
+Arguments: `model` (a name under $BERTJAX_MODELS, a checkpoint directory, a
+hub name, or a random size such as `tiny`), `task` (a GLUE task), `smoke`
+(tiny data, one short epoch: for tests and first tries).
+"""
+
+import ml_collections
+
+from bertjax.config_args import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False)
+    config = ml_collections.ConfigDict()
+    config.method = "finetune"
+    config.task = args["task"]
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = args["model"]
+    # Tokenizer directory/name; empty means the model's own checkpoint.
+    config.model.tokenizer = ""
+    config.model.dtype = "float32"
+    config.model.hidden_dropout_prob = 0.1
+    config.model.attention_probs_dropout_prob = 0.1
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "tsv"  # or "tfds"
+    config.data.root = ""  # empty means $BERTJAX_DATA
+    config.data.max_seq_length = 128
+    config.data.train_limit = 0  # 0 means every example
+    config.data.eval_limit = 0
+    config.data.eval_split = ""  # empty means the task's dev split
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_epochs = 3.0
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 64
+    config.train.learning_rate = 1e-4
+    config.train.warmup_ratio = 0.1
+    config.train.weight_decay = 0.01
+    config.train.max_grad_norm = 1.0
+    config.train.seed = 0
+    config.train.log_every_steps = 20
+    config.train.eval_every_epochs = 1
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 200
+    config.checkpoint.keep = 2
+
+    config.export = True
+
+    if args["smoke"]:
+        config.data.max_seq_length = 64
+        config.data.train_limit = 64
+        config.data.eval_limit = 64
+        config.train.num_epochs = 1.0
+        config.train.batch_size = 16
+        config.train.eval_batch_size = 32
+        config.train.log_every_steps = 1
+        config.checkpoint.every_steps = 2
+    return config

@@ -1,0 +1,185 @@
+"""Tests for bertjax.report: gathering results.json, % of reference, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertjax import report
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _write(runs: Path, name: str, **results) -> None:
+    run = runs / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """Four runs over two tasks; `teacher` is larger but not a 'finetune' run."""
+    runs = tmp_path / "runs"
+    _write(
+        runs,
+        "rte/finetune_l6",
+        task="rte",
+        model="minilm-l6-h384",
+        method="finetune",
+        metrics={"accuracy": 0.80},
+        params=22_700_000,
+        nonzero_params=22_700_000,
+        bytes=90_800_000,
+        train_seconds=100.0,
+        examples_per_second=50.0,
+        latency_ms={"b1_s128": 4.0},
+    )
+    _write(
+        runs,
+        "rte/prune_50",
+        task="RTE",
+        model="minilm-l6-h384",
+        method="prune_magnitude",
+        metrics={"accuracy": 0.72},
+        params=22_700_000,
+        nonzero_params=11_350_000,
+        bytes=45_400_000,
+    )
+    _write(
+        runs,
+        "mrpc/finetune_l3",
+        task="mrpc",
+        model="minilm-l3-h384",
+        method="finetune",
+        metrics={"f1": 0.85, "accuracy": 0.78},
+        params=17_200_000,
+        bytes=68_900_000,
+    )
+    _write(
+        runs,
+        "mrpc/teacher",
+        task="mrpc",
+        model="minilm-l6-h384",
+        method="distill",
+        metrics={"f1": 0.90, "accuracy": 0.84},
+        params=22_700_000,
+        bytes=90_800_000,
+    )
+    return runs
+
+
+def _by_run(rows):
+    return {row["run"]: row for row in rows}
+
+
+def test_gather_reads_every_run_and_main_metric(runs):
+    rows = report.gather(runs)
+    assert [row["run"] for row in rows] == [
+        "mrpc/finetune_l3",
+        "mrpc/teacher",
+        "rte/finetune_l6",
+        "rte/prune_50",
+    ]
+    by_run = _by_run(rows)
+    assert by_run["rte/prune_50"]["task"] == "rte"  # 'RTE' is canonicalised
+    assert by_run["mrpc/teacher"]["main_metric"] == "f1"
+    assert by_run["mrpc/teacher"]["main"] == pytest.approx(0.90)
+    assert by_run["rte/prune_50"]["main_metric"] == "accuracy"
+
+
+def test_default_reference_is_largest_finetune_run(runs):
+    by_run = _by_run(report.add_reference(report.gather(runs)))
+    assert by_run["rte/prune_50"]["reference_run"] == "rte/finetune_l6"
+    assert by_run["rte/prune_50"]["percent"] == pytest.approx(90.0)
+    assert by_run["rte/finetune_l6"]["percent"] == pytest.approx(100.0)
+    # Only finetune runs qualify, so the larger 'distill' teacher is not it.
+    assert by_run["mrpc/teacher"]["reference_run"] == "mrpc/finetune_l3"
+    assert by_run["mrpc/teacher"]["percent"] == pytest.approx(0.90 / 0.85 * 100)
+
+
+def test_reference_regex_overrides_default(runs):
+    by_run = _by_run(report.add_reference(report.gather(runs), reference="teacher"))
+    assert by_run["mrpc/finetune_l3"]["percent"] == pytest.approx(0.85 / 0.90 * 100)
+    # No rte run matches 'teacher': that task falls back to its finetune run.
+    assert by_run["rte/prune_50"]["percent"] == pytest.approx(90.0)
+
+
+def test_reference_can_be_a_path_outside_runs_dir(runs, tmp_path):
+    _write(tmp_path, "elsewhere", task="rte", method="finetune", metrics={"accuracy": 0.9})
+    rows = report.add_reference(report.gather(runs), reference=str(tmp_path / "elsewhere"))
+    assert _by_run(rows)["rte/prune_50"]["percent"] == pytest.approx(80.0)
+
+
+def test_render_markdown_rows_and_missing_fields(runs):
+    markdown = report.render_markdown(report.gather(runs))
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 4  # header, separator, one row per run
+    cells = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in lines[2:]}
+    prune = [cell.strip() for cell in cells["rte/prune_50"]]
+    assert prune == [
+        "rte/prune_50",
+        "rte",
+        "minilm-l6-h384",
+        "prune_magnitude",
+        "accuracy 0.7200",
+        "90.0",
+        "22.70M",
+        "11.35M",
+        "45.40",
+        "-",
+    ]
+    reference = [cell.strip() for cell in cells["rte/finetune_l6 (ref)"]]
+    assert reference[5] == "100.0"
+    assert reference[9] == "b1_s128=4.00"
+    mrpc = [cell.strip() for cell in cells["mrpc/finetune_l3 (ref)"]]
+    assert mrpc[4] == "f1 0.8500"
+    assert mrpc[7] == "-"  # no nonzero_params in that results.json
+
+
+def test_cli_writes_markdown_and_png(runs):
+    result = subprocess.run(
+        [sys.executable, "-m", "bertjax.report", str(runs), "--reference", "teacher"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mrpc/teacher (ref)" in result.stdout
+    markdown = (runs / "report.md").read_text()
+    assert "rte/prune_50" in markdown
+    png = (runs / "report.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
+
+
+def test_out_prefix(runs, tmp_path):
+    assert report.main([str(runs), "--out", str(tmp_path / "out" / "summary")]) == 0
+    assert (tmp_path / "out" / "summary.md").is_file()
+    assert (tmp_path / "out" / "summary.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_cli_fails_clearly_without_results(tmp_path):
+    (tmp_path / "empty" / "run").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bertjax.report", str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert "no results.json" in result.stderr
+
+
+def test_unreadable_results_are_skipped(runs, capsys):
+    (runs / "broken").mkdir()
+    (runs / "broken" / "results.json").write_text("{not json")
+    assert len(report.gather(runs)) == 4
+    assert "skipping" in capsys.readouterr().err
