@@ -14,8 +14,9 @@ from ml_collections import config_flags
 from bertjax.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, with an optional `:arg`.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, with an optional `:arg`.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 

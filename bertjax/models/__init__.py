@@ -7,6 +7,15 @@ from bertjax.models.heads import HEADS, BertModel
 from bertjax.models.variants import SIZES, variant_config
 
 __all__ = [
-    "COLLECTABLE", "HEADS", "SIZES", "BertConfig", "BertEncoder", "BertModel", "build",
-    "load_pretrained", "resolve", "save_pretrained", "variant_config",
+    "COLLECTABLE",
+    "HEADS",
+    "SIZES",
+    "BertConfig",
+    "BertEncoder",
+    "BertModel",
+    "build",
+    "load_pretrained",
+    "resolve",
+    "save_pretrained",
+    "variant_config",
 ]

@@ -25,9 +25,18 @@ from bertjax.models.heads import BertModel
 from bertjax.models.variants import is_variant, variant_config
 
 log = logging.getLogger(__name__)
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-_ARCHITECTURES = {None: "BertModel", "classification": "BertForSequenceClassification",
-                  "regression": "BertForSequenceClassification", "mlm": "BertForMaskedLM"}
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+_ARCHITECTURES = {
+    None: "BertModel",
+    "classification": "BertForSequenceClassification",
+    "regression": "BertForSequenceClassification",
+    "mlm": "BertForMaskedLM",
+}
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -41,8 +50,12 @@ def resolve(name_or_path: str | Path) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(name_or_path), allow_patterns=[
-            "*.json", "*.safetensors", "*.txt", "pytorch_model.bin"]))
+        return Path(
+            snapshot_download(
+                str(name_or_path),
+                allow_patterns=["*.json", "*.safetensors", "*.txt", "pytorch_model.bin"],
+            )
+        )
     except Exception as err:  # noqa: BLE001  (any hub failure means: not found)
         raise FileNotFoundError(
             f"model {str(name_or_path)!r}: not a directory, not in $BERTJAX_MODELS "
@@ -79,8 +92,9 @@ def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
             out[key] = _merge(value, loaded.get(key, {}), name, report)
         elif key in loaded:
             if tuple(loaded[key].shape) != tuple(value.shape):
-                raise ValueError(f"{name}: checkpoint shape {loaded[key].shape} != model "
-                                 f"{value.shape}")
+                raise ValueError(
+                    f"{name}: checkpoint shape {loaded[key].shape} != model {value.shape}"
+                )
             out[key] = jnp.asarray(loaded[key], dtype=value.dtype)
         else:
             report["initialised"].append(name)
@@ -88,19 +102,34 @@ def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     return out
 
 
-def build(config: BertConfig, head: str | None = None, num_labels: int = 2, *,
-          dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0):
+def build(
+    config: BertConfig,
+    head: str | None = None,
+    num_labels: int = 2,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    seed: int = 0,
+):
     """A randomly initialised `(model, params)` for a config."""
-    model = BertModel(config, head=head, num_labels=num_labels, dtype=dtype,
-                      param_dtype=param_dtype)
+    model = BertModel(
+        config, head=head, num_labels=num_labels, dtype=dtype, param_dtype=param_dtype
+    )
     ids = jnp.zeros((1, 8), jnp.int32)
     params = jax.jit(model.init)(jax.random.key(seed), ids)["params"]
     return model, flax.core.unfreeze(params)
 
 
-def load_pretrained(name_or_path: str | Path, head: str | None = None,
-                    num_labels: int | None = None, *, dtype: Any = jnp.float32,
-                    param_dtype: Any = jnp.float32, seed: int = 0, **config_overrides):
+def load_pretrained(
+    name_or_path: str | Path,
+    head: str | None = None,
+    num_labels: int | None = None,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    seed: int = 0,
+    **config_overrides,
+):
     """`(model, params)` from an HF-layout checkpoint; missing head params start random.
 
     `name_or_path` may also be a size from `variants` (`tiny`, `mini`, ...) for
@@ -110,35 +139,43 @@ def load_pretrained(name_or_path: str | Path, head: str | None = None,
     name = str(name_or_path)
     if is_variant(name) and not Path(name).exists() and not (paths.models_root() / name).is_dir():
         config = variant_config(name, **config_overrides)
-        return build(config, head, num_labels or 2, dtype=dtype, param_dtype=param_dtype,
-                     seed=seed)
+        return build(config, head, num_labels or 2, dtype=dtype, param_dtype=param_dtype, seed=seed)
     directory = resolve(name_or_path)
     hf_config = json.loads((directory / "config.json").read_text())
     state = convert.from_hf_state_dict(read_state_dict(directory))
     has_pooler = "pooler" in state.get("bert", {})
     needs_pooler = head in ("classification", "regression")
     config = BertConfig.from_hf(hf_config)
-    config = BertConfig(**{**config.__dict__, "add_pooler": has_pooler or needs_pooler,
-                           **config_overrides})
+    config = BertConfig(
+        **{**config.__dict__, "add_pooler": has_pooler or needs_pooler, **config_overrides}
+    )
     if num_labels is None:
         has_classifier = "classifier" in state
         num_labels = hf_config.get("num_labels", len(hf_config.get("id2label", {})) or 2)
         num_labels = num_labels if has_classifier else 2
-    model, fresh = build(config, head, num_labels, dtype=dtype, param_dtype=param_dtype,
-                         seed=seed)
+    model, fresh = build(config, head, num_labels, dtype=dtype, param_dtype=param_dtype, seed=seed)
     report = {"initialised": []}
     params = _merge(fresh, state, "", report)
     if report["initialised"]:
-        log.info("%s: freshly initialised %s", directory, sorted(
-            {"/".join(p.split("/")[:3]) for p in report["initialised"]}))
+        log.info(
+            "%s: freshly initialised %s",
+            directory,
+            sorted({"/".join(p.split("/")[:3]) for p in report["initialised"]}),
+        )
     unused = set(state) - set(params)
     if unused:
         log.info("%s: not used by head=%s: %s", directory, head, sorted(unused))
     return model, params
 
 
-def save_pretrained(model: BertModel, params: dict, out_dir: str | Path, *,
-                    tokenizer: Any = None, labels: Sequence[str] | None = None) -> Path:
+def save_pretrained(
+    model: BertModel,
+    params: dict,
+    out_dir: str | Path,
+    *,
+    tokenizer: Any = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
     """Writes `config.json`, `model.safetensors` and tokenizer files in HF layout.
 
     `tokenizer`: a checkpoint directory to copy tokenizer files from, or a

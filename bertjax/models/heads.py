@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bertjax.models.bert import _ACTIVATIONS, BertEncoder, _init
+from bertjax.models.bert import _ACTIVATIONS, BertEncoder, _init, _layer_norm
 from bertjax.models.config import BertConfig
 
 HEADS = (None, "classification", "regression", "mlm")
@@ -31,34 +31,50 @@ class BertModel(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def setup(self):
+    @property
+    def num_labels_out(self) -> int:
+        return 1 if self.head == "regression" else self.num_labels
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        *,
+        deterministic: bool = True,
+        collect: Sequence[str] = (),
+        **overrides,
+    ):
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
         if self.head in ("classification", "regression") and not self.config.add_pooler:
             raise ValueError("sequence heads read the pooler output: set config.add_pooler")
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.bert = BertEncoder(**kw)
+        encoder = BertEncoder(**kw, name="bert")
+        outputs, inter = encoder(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            deterministic=deterministic,
+            collect=collect,
+            **overrides,
+        )
         if self.head in ("classification", "regression"):
-            self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
-            self.classifier = nn.Dense(self.num_labels_out, kernel_init=_init(self.config),
-                                       dtype=self.dtype, param_dtype=self.param_dtype)
+            pooled = nn.Dropout(self.config.hidden_dropout_prob)(
+                outputs["pooler_output"], deterministic=deterministic
+            )
+            outputs["logits"] = nn.Dense(
+                self.num_labels_out,
+                kernel_init=_init(self.config),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                dot_general=overrides.get("dot_general"),
+                name="classifier",
+            )(pooled)
         elif self.head == "mlm":
-            self.cls = _MlmScope(**kw)
-
-    @property
-    def num_labels_out(self) -> int:
-        return 1 if self.head == "regression" else self.num_labels
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 deterministic: bool = True, collect: Sequence[str] = (), **overrides):
-        outputs, inter = self.bert(input_ids, attention_mask, token_type_ids,
-                                   deterministic=deterministic, collect=collect, **overrides)
-        if self.head in ("classification", "regression"):
-            pooled = self.dropout(outputs["pooler_output"], deterministic=deterministic)
-            outputs["logits"] = self.classifier(pooled)
-        elif self.head == "mlm":
-            table = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-            outputs["logits"] = self.cls(outputs["last_hidden_state"], table)
+            table = encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+            outputs["logits"] = _MlmScope(**kw, name="cls")(outputs["last_hidden_state"], table)
         return outputs, inter
 
 
@@ -72,7 +88,8 @@ class _MlmScope(nn.Module):
     @nn.compact
     def __call__(self, hidden, word_embeddings):
         return _Predictions(self.config, self.dtype, self.param_dtype, name="predictions")(
-            hidden, word_embeddings)
+            hidden, word_embeddings
+        )
 
 
 class _Predictions(nn.Module):
@@ -96,7 +113,11 @@ class _Transform(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.config
-        x = nn.Dense(cfg.hidden_size, kernel_init=_init(cfg), dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="dense")(hidden)
-        return nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, use_fast_variance=False,
-                            name="LayerNorm")(_ACTIVATIONS[cfg.hidden_act](x))
+        x = nn.Dense(
+            cfg.hidden_size,
+            kernel_init=_init(cfg),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="dense",
+        )(hidden)
+        return _layer_norm(self)(_ACTIVATIONS[cfg.hidden_act](x))

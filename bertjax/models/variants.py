@@ -28,6 +28,10 @@ def variant_config(name: str, **overrides) -> BertConfig:
     if name not in SIZES:
         raise ValueError(f"unknown model size {name!r}; known: {sorted(SIZES)}")
     layers, hidden, heads = SIZES[name]
-    config = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                        intermediate_size=4 * hidden)
+    config = BertConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+    )
     return dataclasses.replace(config, **overrides)

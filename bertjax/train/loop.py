@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 
 from bertjax import models, paths
 from bertjax.data import pipeline, tasks, tokenizer
-from bertjax.train import checkpoint, mesh as mesh_lib, metrics as metrics_lib, steps, writers
+from bertjax.train import checkpoint, steps, writers
+from bertjax.train import mesh as mesh_lib
+from bertjax.train import metrics as metrics_lib
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
 
@@ -36,21 +38,32 @@ def build_model(config: ConfigDict, task: tasks.Task):
     if tokenizer_source is None:
         raise ValueError(f"model {name!r} is a random size: set config.model.tokenizer")
     tok = tokenizer.load_tokenizer(tokenizer_source)
-    overrides = dict(hidden_dropout_prob=config.model.hidden_dropout_prob,
-                     attention_probs_dropout_prob=config.model.attention_probs_dropout_prob)
+    overrides = dict(
+        hidden_dropout_prob=config.model.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.model.attention_probs_dropout_prob,
+    )
     if is_random:
         overrides["vocab_size"] = len(tok)
     head = "regression" if task.is_regression else "classification"
     model, params = models.load_pretrained(
-        name, head=head, num_labels=tasks.num_labels(task), dtype=jnp.dtype(config.model.dtype),
-        seed=config.train.seed, **overrides)
+        name,
+        head=head,
+        num_labels=tasks.num_labels(task),
+        dtype=jnp.dtype(config.model.dtype),
+        seed=config.train.seed,
+        **overrides,
+    )
     return model, params, tok, tokenizer_source
 
 
 def load_data(config: ConfigDict, task: tasks.Task, tok):
     """`(train, eval)` encoded splits, tokenized once and cached."""
-    kw = dict(tokenizer=tok, max_seq_length=config.data.max_seq_length,
-              data_dir=config.data.root or None, source=config.data.source)
+    kw = dict(
+        tokenizer=tok,
+        max_seq_length=config.data.max_seq_length,
+        data_dir=config.data.root or None,
+        source=config.data.source,
+    )
     train = tokenizer.load_encoded(task, "train", limit=config.data.train_limit, **kw)
     split = config.data.eval_split or tasks.eval_split(task)
     evaluation = tokenizer.load_encoded(task, split, limit=config.data.eval_limit, **kw)
@@ -78,9 +91,11 @@ def evaluate(eval_step, params, encoded, task, batch_size: int, mesh) -> dict[st
 
 def count_params(params) -> dict[str, int]:
     leaves = jax.tree_util.tree_leaves(jax.device_get(params))
-    return {"params": int(sum(x.size for x in leaves)),
-            "nonzero_params": int(sum(np.count_nonzero(x) for x in leaves)),
-            "bytes": int(sum(x.nbytes for x in leaves))}
+    return {
+        "params": int(sum(x.size for x in leaves)),
+        "nonzero_params": int(sum(np.count_nonzero(x) for x in leaves)),
+        "bytes": int(sum(x.nbytes for x in leaves)),
+    }
 
 
 def _check_finite(history: list[tuple[int, dict]]) -> None:
@@ -123,15 +138,22 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
 
     train_step = steps.make_train_step(model, regression=task.is_regression)
     eval_step = steps.make_eval_step(model, regression=task.is_regression)
-    bar = tqdm(total=total_steps, initial=start_step, desc=f"{task.name} train",
-               disable=not is_main, dynamic_ncols=True, mininterval=2.0)
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=f"{task.name} train",
+        disable=not is_main,
+        dynamic_ncols=True,
+        mininterval=2.0,
+    )
     history, window_examples, window_start = [], 0.0, time.perf_counter()
     eval_metrics: dict[str, float] = {}
     step = start_step
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        for batch in pipeline.train_batches(train_data, config.train.batch_size,
-                                            config.train.seed, epoch, start_batch=offset):
+        for batch in pipeline.train_batches(
+            train_data, config.train.batch_size, config.train.seed, epoch, start_batch=offset
+        ):
             batch.pop("index")
             state, values = train_step(state, mesh_lib.shard_batch(batch, mesh))
             step += 1
@@ -146,44 +168,66 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
                 elapsed += seconds
                 rate = window_examples / max(seconds, 1e-9)
                 last = history[-1][1]
-                writer.write(step, loss=float(last["loss"]), grad_norm=float(last["grad_norm"]),
-                             examples_per_second=rate, elapsed_seconds=elapsed,
-                             epoch=step / steps_per_epoch)
+                writer.write(
+                    step,
+                    loss=float(last["loss"]),
+                    grad_norm=float(last["grad_norm"]),
+                    examples_per_second=rate,
+                    elapsed_seconds=elapsed,
+                    epoch=step / steps_per_epoch,
+                )
                 bar.set_postfix(loss=f"{float(last['loss']):.4f}", ex_s=f"{rate:.1f}")
                 history, window_examples, window_start = [], 0.0, time.perf_counter()
             if step % config.checkpoint.every_steps == 0 or step == total_steps:
                 checkpoint.save(manager, state, force=step == total_steps)
-            eval_now = end_of_epoch and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
-            if eval_now or step == total_steps:
+            epoch_done = step // steps_per_epoch
+            if (
+                end_of_epoch
+                and epoch_done % config.train.eval_every_epochs == 0
+                or step == total_steps
+            ):
                 eval_start = time.perf_counter()
-                eval_metrics = evaluate(eval_step, state.params, eval_data, task,
-                                        config.train.eval_batch_size, mesh)
+                eval_metrics = evaluate(
+                    eval_step, state.params, eval_data, task, config.train.eval_batch_size, mesh
+                )
                 writer.write(step, prefix="eval_", **eval_metrics)
-                tqdm.write(f"step {step}: " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                tqdm.write(
+                    f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())
+                )
                 window_start += time.perf_counter() - eval_start
             if step >= total_steps:
                 break
     bar.close()
     manager.wait_until_finished()
     if not eval_metrics:  # resumed after the last step: evaluate the restored model
-        eval_metrics = evaluate(eval_step, state.params, eval_data, task,
-                                config.train.eval_batch_size, mesh)
+        eval_metrics = evaluate(
+            eval_step, state.params, eval_data, task, config.train.eval_batch_size, mesh
+        )
     writer.close()
 
-    examples_seen = min(total_steps * config.train.batch_size,
-                        config.train.num_epochs * len(train_data))
+    examples_seen = min(
+        total_steps * config.train.batch_size, config.train.num_epochs * len(train_data)
+    )
     results = {
-        "task": task.name, "model": config.model.name, "method": config.method,
-        "metrics": eval_metrics, "main_metric": task.main_metric,
+        "task": task.name,
+        "model": config.model.name,
+        "method": config.method,
+        "metrics": eval_metrics,
+        "main_metric": task.main_metric,
         **count_params(state.params),
         "train_seconds": round(elapsed, 2),
         "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
-        "steps": total_steps, "eval_examples": len(eval_data),
+        "steps": total_steps,
+        "eval_examples": len(eval_data),
     }
     if is_main:
         if config.export:
-            models.save_pretrained(model, state.params, workdir / "export",
-                                   tokenizer=tokenizer_source, labels=task.labels)
+            models.save_pretrained(
+                model,
+                state.params,
+                workdir / "export",
+                tokenizer=tokenizer_source,
+                labels=task.labels,
+            )
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

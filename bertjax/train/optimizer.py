@@ -13,18 +13,23 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int) -> 
     """0 -> peak over `warmup_steps`, then linearly to 0 at `total_steps`."""
     warmup_steps = max(0, min(warmup_steps, total_steps))
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
-         optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))],
-        [warmup_steps])
+        [
+            optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
+            optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1)),
+        ],
+        [warmup_steps],
+    )
 
 
 def make_optimizer(train: ConfigDict, params, total_steps: int) -> optax.GradientTransformation:
     """Gradient clipping then AdamW; `train` is the `config.train` block."""
-    schedule = learning_rate_schedule(train.learning_rate, total_steps,
-                                      int(round(train.warmup_ratio * total_steps)))
+    schedule = learning_rate_schedule(
+        train.learning_rate, total_steps, int(round(train.warmup_ratio * total_steps))
+    )
     decay_mask = selectors.select(params, ".*", exclude=NO_DECAY)
     return optax.chain(
         optax.clip_by_global_norm(train.max_grad_norm),
-        optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=train.weight_decay,
-                    mask=decay_mask),
+        optax.adamw(
+            schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=train.weight_decay, mask=decay_mask
+        ),
     )

@@ -16,14 +16,16 @@ from bertjax.train.state import TrainState
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def task_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array,
-              regression: bool) -> jax.Array:
+def task_loss(
+    logits: jax.Array, labels: jax.Array, weights: jax.Array, regression: bool
+) -> jax.Array:
     """Weighted mean cross-entropy (classification) or squared error (regression)."""
     if regression:
         per_example = jnp.square(logits[:, 0].astype(jnp.float32) - labels)
     else:
         per_example = optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), labels)
+            logits.astype(jnp.float32), labels
+        )
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -31,11 +33,15 @@ def make_train_step(model, *, regression: bool, donate: bool = True) -> Callable
     """`train_step(state, batch) -> (state, metrics)`, jitted with `state` donated."""
 
     def train_step(state: TrainState, batch: dict):
-        dropout_rng = jax.random.fold_in(state.rng, state.step)
+        dropout_rng = state.step_rng()
 
         def loss_fn(params):
-            outputs, _ = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
-                                     deterministic=False, rngs={"dropout": dropout_rng})
+            outputs, _ = model.apply(
+                {"params": params},
+                *(batch[k] for k in MODEL_INPUTS),
+                deterministic=False,
+                rngs={"dropout": dropout_rng},
+            )
             return task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)

@@ -1,0 +1,18 @@
+"""Test setup: 8 fake CPU devices (data parallelism), shared data and models."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # noqa: E402
+
+from bertjax import paths  # noqa: E402
+
+TEACHER = paths.models_root() / "minilm-l6-h384"
+
+
+@pytest.fixture(scope="session")
+def teacher_dir():
+    if not TEACHER.is_dir():
+        pytest.skip(f"{TEACHER} not present")
+    return TEACHER
