@@ -8,7 +8,7 @@ the culprit and a non-zero exit status.
 import logging
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from bertjax.train.loop import train_and_evaluate
@@ -21,20 +21,35 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def _one_line(err: BaseException) -> str:
+    """The informative line of an error (config-file errors embed a traceback)."""
+    text = str(err).replace("\\n", "\n").replace("\\'", "'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [lines[-1]] if "Traceback" in text else lines
+    return " ".join(line.strip("'\"") for line in lines)
+
+
+def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise SystemExit(f"bertjax: error: unexpected arguments: {argv[1:]}")
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as err:
-        print(f"bertjax: error: {err}", file=sys.stderr)
+        print(f"bertjax: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
     print(" ".join(f"{k}={v:.4f}" for k, v in results["metrics"].items()))
 
 
-def run():
-    app.run(main)
+def run(argv: list[str] | None = None) -> None:
+    """Parses flags (config file and overrides), then trains; bad flags exit 2."""
+    try:
+        argv = FLAGS(sys.argv if argv is None else argv)
+        FLAGS.config.keys()  # loads the config file now, so its errors land here
+    except Exception as err:  # noqa: BLE001  (flag and config-override errors alike)
+        print(f"bertjax: error: bad command line: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    main(argv)
 
 
 if __name__ == "__main__":

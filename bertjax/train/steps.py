@@ -29,8 +29,8 @@ def task_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def make_train_step(model, *, regression: bool, donate: bool = True) -> Callable:
-    """`train_step(state, batch) -> (state, metrics)`, jitted with `state` donated."""
+def train_step_fn(model, *, regression: bool) -> Callable:
+    """The pure `train_step(state, batch) -> (state, metrics)`, not yet jitted."""
 
     def train_step(state: TrainState, batch: dict):
         dropout_rng = state.step_rng()
@@ -47,10 +47,17 @@ def make_train_step(model, *, regression: bool, donate: bool = True) -> Callable
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    return train_step
+
+
+def make_train_step(model, *, regression: bool, donate: bool = True) -> Callable:
+    """`train_step_fn` jitted, with the state donated (updated in place)."""
+    return jax.jit(
+        train_step_fn(model, regression=regression), donate_argnums=(0,) if donate else ()
+    )
 
 
 def make_eval_step(model, *, regression: bool) -> Callable:

@@ -8,8 +8,9 @@ import pytest
 
 from bertjax import models
 
-CONFIG = models.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
-                           num_attention_heads=4, intermediate_size=24)
+CONFIG = models.BertConfig(
+    vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=24
+)
 
 
 def _inputs(batch=2, length=7):
@@ -31,8 +32,10 @@ def classifier():
     return models.build(CONFIG, "classification", num_labels=3)
 
 
-@pytest.mark.parametrize(("head", "shape"), [
-    (None, None), ("classification", (2, 3)), ("regression", (2, 1)), ("mlm", (2, 7, 50))])
+@pytest.mark.parametrize(
+    ("head", "shape"),
+    [(None, None), ("classification", (2, 3)), ("regression", (2, 1)), ("mlm", (2, 7, 50))],
+)
 def test_heads_output_shapes(head, shape):
     model, params = models.build(CONFIG, head, num_labels=3)
     outputs, inter = _apply(model, params)

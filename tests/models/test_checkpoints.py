@@ -49,7 +49,8 @@ def test_hidden_states_match_transformers(name, attention):
     directory = _checkpoint(name)
     batch = _batch(directory)
     reference = transformers.BertModel.from_pretrained(
-        directory, attn_implementation=attention, add_pooling_layer=False).eval()
+        directory, attn_implementation=attention, add_pooling_layer=False
+    ).eval()
     with torch.no_grad():
         theirs = reference(**_torch_inputs(batch), output_hidden_states=True).hidden_states
     model, params = models.load_pretrained(directory)
@@ -57,8 +58,10 @@ def test_hidden_states_match_transformers(name, attention):
     ours = [inter["embeddings"]] + [inter[f"hidden/{i}"] for i in range(len(theirs) - 1)]
     # Every hidden state at every real token; padded positions are not an output
     # (HF's own sdpa and eager paths differ there by ~4e-5).
-    diffs = [_max_diff_on_tokens(a, b.numpy(), batch["attention_mask"])
-             for a, b in zip(ours, theirs, strict=True)]
+    diffs = [
+        _max_diff_on_tokens(a, b.numpy(), batch["attention_mask"])
+        for a, b in zip(ours, theirs, strict=True)
+    ]
     assert max(diffs) <= 1e-5, diffs
 
 
@@ -67,8 +70,13 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, teacher_dir, h
     batch = _batch(teacher_dir)
     model, params = models.load_pretrained(teacher_dir, head=head, num_labels=3)
     ours, _ = model.apply({"params": params}, *batch.values())
-    out = models.save_pretrained(model, params, tmp_path / "export", tokenizer=teacher_dir,
-                                 labels=["a", "b", "c"] if head == "classification" else None)
+    out = models.save_pretrained(
+        model,
+        params,
+        tmp_path / "export",
+        tokenizer=teacher_dir,
+        labels=["a", "b", "c"] if head == "classification" else None,
+    )
     assert (out / "vocab.txt").exists()
     reference = transformers.BertForSequenceClassification.from_pretrained(out).eval()
     with torch.no_grad():
@@ -101,14 +109,16 @@ def test_encoder_round_trip_through_transformers(tmp_path):
 
 def test_pytorch_bin_with_bert_prefix(tmp_path, teacher_dir):
     reference = transformers.BertForSequenceClassification.from_pretrained(
-        teacher_dir, num_labels=2).eval()
+        teacher_dir, num_labels=2
+    ).eval()
     reference.config.save_pretrained(tmp_path)
     state = {k: v.contiguous() for k, v in reference.state_dict().items()}
     assert any(k.startswith("bert.") for k in state)
     torch.save(state, tmp_path / "pytorch_model.bin")
     model, params = models.load_pretrained(tmp_path, head="classification")
-    np.testing.assert_array_equal(np.asarray(params["classifier"]["kernel"]),
-                                  state["classifier.weight"].numpy().T)
+    np.testing.assert_array_equal(
+        np.asarray(params["classifier"]["kernel"]), state["classifier.weight"].numpy().T
+    )
     batch = _batch(teacher_dir)
     with torch.no_grad():
         theirs = reference(**_torch_inputs(batch)).logits.numpy()

@@ -1,0 +1,29 @@
+"""Config files and their `:arg` strings."""
+
+import pytest
+
+from bertjax.config_args import parse_arg
+from configs import finetune
+
+
+def test_parse_arg_literals_and_strings():
+    values = parse_arg("model=mini,smoke=True,task=rte", model="x", task="y", smoke=False)
+    assert values == {"model": "mini", "task": "rte", "smoke": True}
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [("modle=mini", "unknown config argument 'modle'"), ("smoke", "is not key=value")],
+)
+def test_parse_arg_errors_name_the_culprit(arg, message):
+    with pytest.raises(ValueError, match=message):
+        parse_arg(arg, model="x", smoke=False)
+
+
+def test_finetune_config_smoke_and_locking():
+    config = finetune.get_config("task=mrpc,smoke=True")
+    assert config.task == "mrpc" and config.data.train_limit == 64
+    assert finetune.get_config().train.num_epochs == 3
+    config.lock()
+    with pytest.raises(AttributeError):
+        config.train.learning_rat = 1.0

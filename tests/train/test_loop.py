@@ -1,0 +1,172 @@
+"""`train_and_evaluate` end to end on a tiny random model and real GLUE data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from bertjax import models
+from bertjax.train import loop, steps, writers
+from configs import finetune
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(teacher_dir, task="rte", **train):
+    config = finetune.get_config(f"model=tiny,task={task},smoke=True")
+    config.model.tokenizer = str(teacher_dir)
+    config.data.max_seq_length = 32
+    config.data.train_limit = 48
+    config.data.eval_limit = 40
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 16
+    for key, value in train.items():
+        config.train[key] = value
+    return config
+
+
+def test_smoke_run_writes_results_logs_and_export(tmp_path, teacher_dir):
+    results = loop.train_and_evaluate(_config(teacher_dir, task="stsb"), tmp_path)
+    assert set(results["metrics"]) == {"pearson", "spearmanr"}
+    assert results["eval_examples"] == 40 and results["steps"] == 6
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for key in (
+        "task",
+        "model",
+        "method",
+        "metrics",
+        "params",
+        "nonzero_params",
+        "bytes",
+        "train_seconds",
+        "examples_per_second",
+    ):
+        assert key in saved, key
+    assert saved["task"] == "stsb" and saved["method"] == "finetune"
+    assert saved["bytes"] == 4 * saved["params"]
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "stsb"
+    records = writers.read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))
+    assert any("eval_pearson" in r for r in records)
+    assert any((tmp_path / "tensorboard").iterdir())
+    # The export is a regression model our loader (and transformers) reads back.
+    model, params = models.load_pretrained(tmp_path / "export", head="regression")
+    assert model.num_labels_out == 1 and (tmp_path / "export" / "vocab.txt").exists()
+    assert params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[1] == 128
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, teacher_dir, monkeypatch):
+    real_loss = steps.task_loss
+
+    def poisoned(logits, labels, weights, regression):
+        return real_loss(logits, labels, weights, regression) * jnp.nan
+
+    monkeypatch.setattr(steps, "task_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="at step 1"):
+        loop.train_and_evaluate(_config(teacher_dir), tmp_path)
+
+
+def _cli(workdir, teacher_dir, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "bertjax.main",
+        "--config=configs/finetune.py:model=tiny,task=rte,smoke=True",
+        f"--workdir={workdir}",
+        f"--config.model.tokenizer={teacher_dir}",
+        "--config.data.max_seq_length=32",
+        "--config.data.train_limit=48",
+        "--config.data.eval_limit=40",
+        "--config.train.batch_size=8",
+        "--config.train.num_epochs=3",
+        "--config.checkpoint.every_steps=2",
+        "--config.export=False",
+        *extra,
+    ]
+
+
+def _losses(workdir):
+    return {
+        r["step"]: r["loss"] for r in writers.read_jsonl(workdir / "metrics.jsonl") if "loss" in r
+    }
+
+
+def test_sigkill_and_rerun_ends_like_an_uninterrupted_run(tmp_path, teacher_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_cli(whole, teacher_dir), cwd=REPO, env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(
+        _cli(killed, teacher_dir),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    checkpoints = killed / "checkpoints"
+    while time.time() < deadline and process.poll() is None:
+        done = [p.name for p in checkpoints.iterdir()] if checkpoints.exists() else []
+        if any(name.isdigit() and int(name) >= 6 for name in done):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "results.json").exists()
+
+    rerun = subprocess.run(
+        _cli(killed, teacher_dir), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    a = json.loads((whole / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["steps"] == b["steps"] == 18
+    assert _losses(whole) == _losses(killed)
+    assert sorted(_losses(killed)) == list(range(1, 19))
+
+
+def test_export_holds_the_trained_params(tmp_path, teacher_dir):
+    config = _config(teacher_dir)
+    loop.train_and_evaluate(config, tmp_path)
+    state = load_file(tmp_path / "export" / "model.safetensors")
+    assert "classifier.weight" in state and "bert.pooler.dense.weight" in state
+    model, params = models.load_pretrained(tmp_path / "export", head="classification")
+    np.testing.assert_array_equal(params["classifier"]["kernel"], state["classifier.weight"].T)
+    # Resuming a finished run re-evaluates the restored model: same metrics, no training.
+    again = loop.train_and_evaluate(config, tmp_path)
+    before = json.loads((tmp_path / "results.json").read_text())
+    assert again["metrics"] == before["metrics"]
+    chex.assert_trees_all_equal(
+        params["classifier"],
+        models.load_pretrained(tmp_path / "export", head="classification")[1]["classifier"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "culprit"),
+    [
+        (["--config.train.learnin_rate=1"], "learnin_rate"),
+        (["--config.task=nosuchtask"], "unknown task 'nosuchtask'"),
+        (["--config.model.name=no-such-model"], "no-such-model"),
+        (["--config.data.root=/nonexistent/data"], "/nonexistent/data"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(tmp_path, teacher_dir, extra, culprit):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        _cli(tmp_path / "w", teacher_dir, *extra), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if culprit in line]
+    assert lines, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
