@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +69,12 @@ def load_torch_classifier(
     return model
 
 
-def train_step_throughput(
-    model_dir: str | Path,
-    batch_size: int = 32,
-    seq_len: int = 128,
-    steps: int = 10,
-    warmup: int = 3,
-) -> dict[str, float]:
-    """Times forward + backward + AdamW(lr 1e-4) steps on random [B, T] token ids.
-
-    Every row is a full `seq_len` tokens (attention mask all ones), so this
-    measures the model and optimizer alone. The first `warmup` steps are not
-    timed. Returns seconds per step (best and median over `steps`) and the
-    tokens/s they give (`tokens_per_second` uses the median).
-    """
-    threads = _use_all_cores()
+def make_train_step(
+    model_dir: str | Path, batch_size: int = 32, seq_len: int = 128
+) -> Callable[[], float]:
+    """A closure running one forward + backward + AdamW(lr 1e-4) step on a fixed
+    random [B, T] batch (attention mask all ones); it returns the loss."""
+    _use_all_cores()
     torch.manual_seed(0)
     model = load_torch_classifier(model_dir, num_labels=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -93,14 +85,36 @@ def train_step_throughput(
         "token_type_ids": torch.zeros_like(input_ids),
         "labels": torch.randint(0, 2, (batch_size,)),
     }
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
+
+    def step() -> float:
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step >= warmup:
+        return float(loss.detach())
+
+    return step
+
+
+def train_step_throughput(
+    model_dir: str | Path,
+    batch_size: int = 32,
+    seq_len: int = 128,
+    steps: int = 10,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """Times `make_train_step` steps; the first `warmup` are not timed.
+
+    Returns seconds per step (best and median over `steps`) and the tokens/s
+    they give (`tokens_per_second` uses the median).
+    """
+    threads = _use_all_cores()
+    step = make_train_step(model_dir, batch_size, seq_len)
+    times = []
+    for index in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if index >= warmup:
             times.append(time.perf_counter() - start)
     tokens = batch_size * seq_len
     best, median = min(times), statistics.median(times)
