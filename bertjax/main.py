@@ -18,6 +18,7 @@ config_flags.DEFINE_config_file(
     "config", None, "Config file, with an optional `:arg`.", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +34,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise SystemExit(f"bertjax: error: unexpected arguments: {argv[1:]}")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize()
     try:
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as err:

@@ -55,11 +55,19 @@ def _layer_norm(module: nn.Module, name: str = "LayerNorm") -> nn.LayerNorm:
     )
 
 
-class Embeddings(nn.Module):
+class BertModule(nn.Module):
+    """Base of every BERT block: the architecture, compute and parameter dtypes."""
+
     config: BertConfig
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    def kwargs(self) -> dict:
+        """The fields, to build a child block with the same settings."""
+        return dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class Embeddings(BertModule):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg = self.config
@@ -92,12 +100,8 @@ def _dense(module: nn.Module, features: int, name: str, dot_general: DotGeneral 
     )
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(BertModule):
     """HF `attention.self`: query/key/value projections and scaled dot-product attention."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask_bias, head_mask, deterministic: bool, dot_general):
@@ -122,12 +126,8 @@ class SelfAttention(nn.Module):
         return context, scores, probs
 
 
-class DenseResidualNorm(nn.Module):
+class DenseResidualNorm(BertModule):
     """HF `attention.output` / `output`: Dense, dropout, LayerNorm(x + residual)."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool, dot_general):
@@ -137,14 +137,10 @@ class DenseResidualNorm(nn.Module):
         return _layer_norm(self)(x + residual)
 
 
-class Attention(nn.Module):
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
+class Attention(BertModule):
     @nn.compact
     def __call__(self, x, mask_bias, head_mask, deterministic: bool, dot_general):
-        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.kwargs()
         context, scores, probs = SelfAttention(**kw, name="self")(
             x, mask_bias, head_mask, deterministic, dot_general
         )
@@ -152,12 +148,8 @@ class Attention(nn.Module):
         return out, scores, probs
 
 
-class Intermediate(nn.Module):
+class Intermediate(BertModule):
     """HF `intermediate`: the FFN's expanding Dense and its activation."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, ffn_mask, dot_general):
@@ -170,12 +162,8 @@ class Intermediate(nn.Module):
         return act
 
 
-class Layer(nn.Module):
+class Layer(BertModule):
     """One transformer block: self-attention then FFN, post-LayerNorm as in BERT."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -188,7 +176,7 @@ class Layer(nn.Module):
         ffn_mask=None,
         dot_general: DotGeneral | None = None,
     ):
-        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.kwargs()
         attn_out, scores, probs = Attention(**kw, name="attention")(
             x, mask_bias, head_mask, deterministic, dot_general
         )
@@ -197,12 +185,8 @@ class Layer(nn.Module):
         return out, {"attn_scores": scores, "attn_probs": probs, "ffn_act": act}
 
 
-class LayerStack(nn.Module):
+class LayerStack(BertModule):
     """HF `encoder.layer`: layers named "0", "1", ...; runs those named in `layers`."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -210,7 +194,7 @@ class LayerStack(nn.Module):
     ):
         inter = {}
         for i in layers:
-            x, extra = Layer(self.config, self.dtype, self.param_dtype, name=str(i))(
+            x, extra = Layer(**self.kwargs(), name=str(i))(
                 x,
                 mask_bias,
                 deterministic=deterministic,
@@ -226,42 +210,28 @@ class LayerStack(nn.Module):
         return x, inter
 
 
-class Encoder(nn.Module):
+class Encoder(BertModule):
     """HF `encoder`: holds the layer stack under `encoder/layer/{i}`."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask_bias, **kwargs):
-        return LayerStack(self.config, self.dtype, self.param_dtype, name="layer")(
-            x, mask_bias, **kwargs
-        )
+        return LayerStack(**self.kwargs(), name="layer")(x, mask_bias, **kwargs)
 
 
-class Pooler(nn.Module):
+class Pooler(BertModule):
     """HF `pooler`: tanh(Dense(hidden state of [CLS]))."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, dot_general):
         return jnp.tanh(_dense(self, self.config.hidden_size, "dense", dot_general)(x[:, 0]))
 
 
-class BertEncoder(nn.Module):
+class BertEncoder(BertModule):
     """Embeddings, transformer layers and (optionally) the pooler.
 
     Returns `(outputs, inter)`: outputs has `last_hidden_state` [B, T, H] and,
     with a pooler, `pooler_output` [B, H].
     """
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -288,7 +258,7 @@ class BertEncoder(nn.Module):
         layers = tuple(range(cfg.num_hidden_layers)) if layers is None else tuple(layers)
         if any(not 0 <= i < cfg.num_hidden_layers for i in layers):
             raise ValueError(f"layers {layers} out of range for {cfg.num_hidden_layers} layers")
-        kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.kwargs()
 
         x = Embeddings(**kw, name="embeddings")(input_ids, token_type_ids, deterministic)
         inter = {"embeddings": x} if "embeddings" in collect else {}

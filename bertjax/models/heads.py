@@ -7,29 +7,23 @@ and `BertForMaskedLM` state dicts.
 """
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from bertjax.models.bert import _ACTIVATIONS, BertEncoder, _init, _layer_norm
-from bertjax.models.config import BertConfig
+from bertjax.models.bert import _ACTIVATIONS, BertEncoder, BertModule, _init, _layer_norm
 
 HEADS = (None, "classification", "regression", "mlm")
 
 
-class BertModel(nn.Module):
+class BertModel(BertModule):
     """BERT encoder plus an optional head; returns `(outputs, intermediates)`.
 
     `outputs["logits"]`: [B, num_labels] for classification, [B, 1] for
     regression, [B, T, vocab] for MLM. All encoder overrides pass through.
     """
 
-    config: BertConfig
     head: str | None = None
     num_labels: int = 2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @property
     def num_labels_out(self) -> int:
@@ -50,7 +44,7 @@ class BertModel(nn.Module):
             raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
         if self.head in ("classification", "regression") and not self.config.add_pooler:
             raise ValueError("sequence heads read the pooler output: set config.add_pooler")
-        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.kwargs()
         encoder = BertEncoder(**kw, name="bert")
         outputs, inter = encoder(
             input_ids,
@@ -78,38 +72,24 @@ class BertModel(nn.Module):
         return outputs, inter
 
 
-class _MlmScope(nn.Module):
+class _MlmScope(BertModule):
     """`cls/predictions/{transform/{dense,LayerNorm}, bias}`."""
-
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, hidden, word_embeddings):
-        return _Predictions(self.config, self.dtype, self.param_dtype, name="predictions")(
-            hidden, word_embeddings
-        )
+        return _Predictions(**self.kwargs(), name="predictions")(hidden, word_embeddings)
 
 
-class _Predictions(nn.Module):
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
+class _Predictions(BertModule):
     @nn.compact
     def __call__(self, hidden, word_embeddings):
         cfg = self.config
-        x = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(hidden)
+        x = _Transform(**self.kwargs(), name="transform")(hidden)
         bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
         return x @ word_embeddings.T.astype(x.dtype) + bias
 
 
-class _Transform(nn.Module):
-    config: BertConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
+class _Transform(BertModule):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.config

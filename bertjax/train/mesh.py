@@ -30,10 +30,25 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices")
 
 
+def process_rows(batch: dict[str, np.ndarray], index: int, count: int) -> dict[str, np.ndarray]:
+    """This process's contiguous share of a global batch (all of it on one host)."""
+    size = len(next(iter(batch.values())))
+    if size % count:
+        raise ValueError(f"batch size {size} is not divisible by the {count} processes")
+    share = size // count
+    return {k: v[index * share : (index + 1) * share] for k, v in batch.items()}
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Global arrays from this process's rows of the batch, split over `data`."""
+    """Global arrays split over `data` from a global host batch.
+
+    Every process builds the same global batch (same seed); each contributes
+    its own rows, so multi-host runs (after `jax.distributed.initialize()`)
+    need no other change.
+    """
     sharding = data_sharded(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    local = process_rows(batch, jax.process_index(), jax.process_count())
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
 def replicate(tree, mesh: Mesh):

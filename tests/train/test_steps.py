@@ -117,3 +117,12 @@ def test_learning_rate_warms_up_then_decays_to_zero():
         [0, 5e-5, 1e-4, 5e-5, 0],
         atol=1e-10,
     )
+
+
+def test_each_process_feeds_its_own_rows():
+    batch = {"x": np.arange(8), "y": np.arange(8) * 10}
+    parts = [mesh_lib.process_rows(batch, i, 4) for i in range(4)]
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), batch["x"])
+    np.testing.assert_array_equal(parts[2]["y"], [40, 50])
+    with pytest.raises(ValueError, match="3 processes"):
+        mesh_lib.process_rows(batch, 0, 3)
