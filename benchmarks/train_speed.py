@@ -34,7 +34,7 @@ def jax_step(model_dir: Path, batch_size: int, seq_len: int):
     model, params = models.load_pretrained(model_dir, head="classification", num_labels=2)
     train = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_ratio=0.0,
                                            weight_decay=0.0, max_grad_norm=1e9))
-    state = TrainState.create(params, make_optimizer(train, params, 10_000), seed=0)
+    state = TrainState.create(params, make_optimizer(train, 10_000), seed=0)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, model.config.vocab_size, (batch_size, seq_len)).astype(np.int32)
     batch = jax.device_put({

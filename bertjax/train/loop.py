@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: one fine-tuning run, resumable.
 
-Meeting point of model, data, optimizer (and, later, compression methods).
+Meeting point of model, data, optimizer and compression methods.
 A run writes to `workdir`: `config.json`, `checkpoints/` (orbax, resumed
 automatically), `metrics.jsonl`, `tensorboard/`, `results.json` and the final
 model in HF layout under `export/`.
@@ -24,6 +24,7 @@ from bertjax.data import pipeline, tasks, tokenizer
 from bertjax.train import checkpoint, steps, writers
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import metrics as metrics_lib
+from bertjax.train.method_config import build_method
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
 
@@ -70,20 +71,21 @@ def load_data(config: ConfigDict, task: tasks.Task, tok):
     return train, evaluation
 
 
-def predict(eval_step, params, encoded, batch_size: int, mesh) -> np.ndarray:
+def predict(eval_step, state, encoded, batch_size: int, mesh) -> np.ndarray:
     """Predictions for every example of `encoded`, in example order."""
     predictions = np.zeros(len(encoded), np.float32)
     for batch in pipeline.eval_batches(encoded, batch_size):
         inputs = {k: batch[k] for k in steps.MODEL_INPUTS}
-        out = eval_step(params, mesh_lib.shard_batch(inputs, mesh))
+        out = eval_step(state.params, state.method_state, mesh_lib.shard_batch(inputs, mesh))
         out = multihost_utils.process_allgather(out, tiled=True)
         real = batch["index"] >= 0
         predictions[batch["index"][real]] = np.asarray(out)[real]
     return predictions
 
 
-def evaluate(eval_step, params, encoded, task, batch_size: int, mesh) -> dict[str, float]:
-    predictions = predict(eval_step, params, encoded, batch_size, mesh)
+def evaluate(eval_step, state, encoded, task, batch_size: int, mesh) -> dict[str, float]:
+    """Official metrics of the model the method presents (masked, quantized, ...)."""
+    predictions = predict(eval_step, state, encoded, batch_size, mesh)
     if not task.is_regression:
         predictions = predictions.astype(np.int64)
     return metrics_lib.compute_metrics(task, predictions, encoded.labels)
@@ -120,9 +122,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         mesh_lib.check_batch_size(size, mesh)
     steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
     total_steps = max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
-    tx = make_optimizer(config.train, params, total_steps)
-    state = mesh_lib.replicate(TrainState.create(params, tx, config.train.seed), mesh)
-    del params
+    method = build_method(config, total_steps)
+    tx = method.wrap_optimizer(make_optimizer(config.train, total_steps), params)
+    method_state = method.init(params, jax.random.fold_in(jax.random.key(config.train.seed), 1))
+    state = TrainState.create(params, tx, config.train.seed, method_state=method_state)
+    state = mesh_lib.replicate(state, mesh)
+    del params, method_state
 
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -136,8 +141,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     if start_step:
         log.info("resuming %s from step %d", workdir, start_step)
 
-    train_step = steps.make_train_step(model, regression=task.is_regression)
-    eval_step = steps.make_eval_step(model, regression=task.is_regression)
+    train_step = steps.make_train_step(model, regression=task.is_regression, method=method)
+    eval_step = steps.make_eval_step(model, regression=task.is_regression, method=method)
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -188,7 +193,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
             ):
                 eval_start = time.perf_counter()
                 eval_metrics = evaluate(
-                    eval_step, state.params, eval_data, task, config.train.eval_batch_size, mesh
+                    eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
                 )
                 writer.write(step, prefix="eval_", **eval_metrics)
                 tqdm.write(
@@ -201,20 +206,25 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     manager.wait_until_finished()
     if not eval_metrics:  # resumed after the last step: evaluate the restored model
         eval_metrics = evaluate(
-            eval_step, state.params, eval_data, task, config.train.eval_batch_size, mesh
+            eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
         )
     writer.close()
 
     examples_seen = min(
         total_steps * config.train.batch_size, config.train.num_epochs * len(train_data)
     )
+    final_params, final_config = method.finalize(
+        jax.device_get(state.params), jax.device_get(state.method_state), model.config)
+    if final_config != model.config:
+        model = model.clone(config=final_config)
     results = {
         "task": task.name,
         "model": config.model.name,
         "method": config.method,
         "metrics": eval_metrics,
         "main_metric": task.main_metric,
-        **count_params(state.params),
+        **count_params(final_params),
+        **method.report(jax.device_get(state.params), jax.device_get(state.method_state)),
         "train_seconds": round(elapsed, 2),
         "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
         "steps": total_steps,

@@ -21,12 +21,14 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int) -> 
     )
 
 
-def make_optimizer(train: ConfigDict, params, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(train: ConfigDict, total_steps: int) -> optax.GradientTransformation:
     """Gradient clipping then AdamW; `train` is the `config.train` block."""
     schedule = learning_rate_schedule(
         train.learning_rate, total_steps, int(round(train.warmup_ratio * total_steps))
     )
-    decay_mask = selectors.select(params, ".*", exclude=NO_DECAY)
+    # A callable mask, so it also fits the partial trees that optimizer wrappers
+    # (e.g. BitFit's partition) hand to AdamW.
+    decay_mask = lambda tree: selectors.select(tree, ".*", exclude=NO_DECAY)
     return optax.chain(
         optax.clip_by_global_norm(train.max_grad_norm),
         optax.adamw(

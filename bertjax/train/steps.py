@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from bertjax.train.state import TrainState
+from methods.base import Method
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -29,42 +30,65 @@ def task_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def train_step_fn(model, *, regression: bool) -> Callable:
-    """The pure `train_step(state, batch) -> (state, metrics)`, not yet jitted."""
+def train_step_fn(model, *, regression: bool, method: Method | None = None) -> Callable:
+    """The pure `train_step(state, batch) -> (state, metrics)`, not yet jitted.
+
+    The compression `method` decides what the model sees (`forward_params`,
+    `overrides`), adds loss terms, and updates its state after the gradient;
+    gradients flow to the raw `state.params` (straight through any mask).
+    """
+    method = method or Method()
 
     def train_step(state: TrainState, batch: dict):
         dropout_rng = state.step_rng()
 
         def loss_fn(params):
-            outputs, _ = model.apply(
-                {"params": params},
+            seen = method.forward_params(params, state.method_state)
+            outputs, inter = model.apply(
+                {"params": seen},
                 *(batch[k] for k in MODEL_INPUTS),
                 deterministic=False,
                 rngs={"dropout": dropout_rng},
+                **method.overrides(state.method_state),
             )
-            return task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
+            loss = task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
+            extra, extra_metrics = method.loss((outputs, inter), None, batch, state.method_state)
+            return loss + extra, {"task_loss": loss, **extra_metrics}
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        method_state = method.update(params, grads, state.method_state, state.step + 1)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
+        )
+        return new_state, metrics
 
     return train_step
 
 
-def make_train_step(model, *, regression: bool, donate: bool = True) -> Callable:
+def make_train_step(
+    model, *, regression: bool, method: Method | None = None, donate: bool = True
+) -> Callable:
     """`train_step_fn` jitted, with the state donated (updated in place)."""
     return jax.jit(
-        train_step_fn(model, regression=regression), donate_argnums=(0,) if donate else ()
+        train_step_fn(model, regression=regression, method=method),
+        donate_argnums=(0,) if donate else (),
     )
 
 
-def make_eval_step(model, *, regression: bool) -> Callable:
-    """`eval_step(params, batch) -> predictions` (class ids, or scores for regression)."""
+def make_eval_step(model, *, regression: bool, method: Method | None = None) -> Callable:
+    """`eval_step(params, method_state, batch) -> predictions` (class ids or scores)."""
+    method = method or Method()
 
-    def eval_step(params, batch: dict):
-        outputs, _ = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS))
+    def eval_step(params, method_state, batch: dict):
+        seen = method.forward_params(params, method_state)
+        outputs, _ = model.apply(
+            {"params": seen},
+            *(batch[k] for k in MODEL_INPUTS),
+            **method.overrides(method_state),
+        )
         logits = outputs["logits"]
         return logits[:, 0] if regression else jnp.argmax(logits, axis=-1)
 

@@ -40,7 +40,7 @@ def _batch(seed, batch_size=8, length=12):
 
 def _state(seed=0):
     model, params = models.build(CONFIG, "classification")
-    return model, TrainState.create(params, make_optimizer(TRAIN, params, 100), seed)
+    return model, TrainState.create(params, make_optimizer(TRAIN, 100), seed)
 
 
 def test_task_loss_ignores_padding_rows():

@@ -1,0 +1,31 @@
+"""BitFit (Ben Zaken et al. 2022): train only biases (and the task head).
+
+Implemented as an optimizer partition: frozen leaves get `set_to_zero`
+updates and no optimizer state at all; the model and loss are unchanged.
+"""
+
+import dataclasses
+
+import jax
+import optax
+
+from methods import selectors
+from methods.base import Method
+
+
+@dataclasses.dataclass(frozen=True)
+class BitFit(Method):
+    trainable: tuple[str, ...] = (r".*/bias", r"classifier/.*")
+
+    def labels(self, params):
+        rules = [(pattern, "train") for pattern in self.trainable]
+        return selectors.apply_rules(params, rules, default="freeze")
+
+    def wrap_optimizer(self, tx, params):
+        return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, self.labels)
+
+    def report(self, params, state):
+        labels = jax.tree_util.tree_leaves(self.labels(params))
+        sizes = [x.size for x in jax.tree_util.tree_leaves(params)]
+        trained = sum(n for n, label in zip(sizes, labels, strict=True) if label == "train")
+        return {"trainable_params": trained, "trainable_fraction": trained / sum(sizes)}

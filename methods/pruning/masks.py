@@ -1,0 +1,69 @@
+"""Mask machinery shared by pruning methods: exact top-k masks, per leaf or global.
+
+Masks live in a tree shaped like the params: float32 0/1 arrays on selected
+leaves and a scalar 1.0 elsewhere, so `params * mask` is a no-op there.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from methods import selectors
+
+
+def keep_mask(scores: jax.Array, sparsity) -> jax.Array:
+    """0/1 mask zeroing exactly floor(sparsity * n) entries with the lowest scores."""
+    flat = scores.reshape(-1)
+    pruned = jnp.floor(sparsity * flat.size).astype(jnp.int32)
+    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
+    return (ranks >= pruned).astype(jnp.float32).reshape(scores.shape)
+
+
+def ones_like_selected(params, selected):
+    """The all-keep mask tree."""
+    return jax.tree_util.tree_map(
+        lambda p, s: jnp.ones(p.shape, jnp.float32) if s else jnp.ones((), jnp.float32),
+        params, selected)
+
+
+def compute_masks(scores, selected, sparsity, scope: str):
+    """Masks from a score tree: each selected leaf alone ('layer') or pooled ('global')."""
+    if scope == "layer":
+        return jax.tree_util.tree_map(
+            lambda s, on: keep_mask(s, sparsity) if on else jnp.ones((), jnp.float32),
+            scores, selected)
+    if scope != "global":
+        raise ValueError(f"unknown pruning scope {scope!r}; known: 'layer', 'global'")
+    leaves, treedef = jax.tree_util.tree_flatten(scores)
+    on = jax.tree_util.tree_leaves(selected)
+    pooled = jnp.concatenate([x.reshape(-1) for x, s in zip(leaves, on, strict=True) if s])
+    flat_mask, masks, offset = keep_mask(pooled, sparsity), [], 0
+    for leaf, s in zip(leaves, on, strict=True):
+        if s:
+            masks.append(flat_mask[offset : offset + leaf.size].reshape(leaf.shape))
+            offset += leaf.size
+        else:
+            masks.append(jnp.ones((), jnp.float32))
+    return jax.tree_util.tree_unflatten(treedef, masks)
+
+
+def apply_masks(params, masks):
+    return jax.tree_util.tree_map(lambda p, m: p * m.astype(p.dtype), params, masks)
+
+
+def select_leaves(params, patterns) -> dict:
+    """Boolean tree of the leaves pruning acts on; an empty selection is an error."""
+    selected = selectors.select(params, list(patterns))
+    if not any(jax.tree_util.tree_leaves(selected)):
+        raise ValueError(f"pruning patterns {list(patterns)} select no parameter")
+    return selected
+
+
+def sparsity_of(masks, selected) -> float:
+    """Fraction of selected weights that are masked."""
+    kept = total = 0.0
+    for mask, on in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(selected),
+                        strict=True):
+        if on:
+            kept += float(jnp.sum(mask))
+            total += mask.size
+    return 1.0 - kept / total
