@@ -32,17 +32,23 @@ def run_bertjax(task: str, num_epochs: float, train_limit: int, workdir: str) ->
     config.export = False
     start = time.perf_counter()
     results = train_and_evaluate(config, workdir)
-    return {"train_seconds": results["train_seconds"], "wall_seconds": time.perf_counter() - start,
-            "metrics": results["metrics"]}
+    return {
+        "train_seconds": results["train_seconds"],
+        "wall_seconds": time.perf_counter() - start,
+        "metrics": results["metrics"],
+    }
 
 
 def run_pytorch(task: str, num_epochs: float, train_limit: int) -> dict:
     start = time.perf_counter()
     results = torch_baseline.finetune(
-        task, paths.models_root() / "minilm-l6-h384", num_epochs=num_epochs,
-        train_limit=train_limit)
-    return {"train_seconds": results["train_seconds"], "wall_seconds": time.perf_counter() - start,
-            "metrics": results["metrics"]}
+        task, paths.models_root() / "minilm-l6-h384", num_epochs=num_epochs, train_limit=train_limit
+    )
+    return {
+        "train_seconds": results["train_seconds"],
+        "wall_seconds": time.perf_counter() - start,
+        "metrics": results["metrics"],
+    }
 
 
 def main() -> None:
@@ -54,14 +60,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         ours = run_bertjax(args.task, args.num_epochs, args.train_limit, workdir)
     theirs = run_pytorch(args.task, args.num_epochs, args.train_limit)
-    print(f"fine-tune {args.task}, {args.num_epochs:g} epoch(s), train_limit "
-          f"{args.train_limit or 'all'}")
+    print(
+        f"fine-tune {args.task}, {args.num_epochs:g} epoch(s), train_limit "
+        f"{args.train_limit or 'all'}"
+    )
     print("| framework | train s | wall s | train speed-up | dev metrics |")
     print("|---|---:|---:|---:|---|")
     for name, r in (("bertjax", ours), ("pytorch", theirs)):
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
-        print(f"| {name} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | "
-              f"{theirs['train_seconds'] / r['train_seconds']:.2f}x | {metrics} |")
+        print(
+            f"| {name} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | "
+            f"{theirs['train_seconds'] / r['train_seconds']:.2f}x | {metrics} |"
+        )
 
 
 if __name__ == "__main__":

@@ -32,16 +32,21 @@ from bertjax.train.state import TrainState  # noqa: E402
 def jax_step(model_dir: Path, batch_size: int, seq_len: int):
     """`(run_one_step, flops_per_step)` for bertjax's jitted train step."""
     model, params = models.load_pretrained(model_dir, head="classification", num_labels=2)
-    train = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_ratio=0.0,
-                                           weight_decay=0.0, max_grad_norm=1e9))
+    train = ml_collections.ConfigDict(
+        dict(learning_rate=1e-4, warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1e9)
+    )
     state = TrainState.create(params, make_optimizer(train, 10_000), seed=0)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, model.config.vocab_size, (batch_size, seq_len)).astype(np.int32)
-    batch = jax.device_put({
-        "input_ids": ids, "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
-        "labels": rng.integers(0, 2, batch_size).astype(np.int32),
-        "weights": np.ones(batch_size, np.float32)})
+    batch = jax.device_put(
+        {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+            "labels": rng.integers(0, 2, batch_size).astype(np.int32),
+            "weights": np.ones(batch_size, np.float32),
+        }
+    )
     step = steps.make_train_step(model, regression=False, donate=False)
     compiled = step.lower(state, batch).compile()
     flops = float(compiled.cost_analysis().get("flops", float("nan")))
@@ -94,16 +99,22 @@ def main() -> None:
         times["pytorch"] = min(times["pytorch"], best_time(run_torch, args.steps_per_round))
     peak = matmul_peak()
     tokens = args.batch_size * args.seq_len
-    print(f"train step, batch {args.batch_size} x seq {args.seq_len}, fp32, "
-          f"{jax.device_count()} device(s), best of {args.rounds} x {args.steps_per_round}")
+    print(
+        f"train step, batch {args.batch_size} x seq {args.seq_len}, fp32, "
+        f"{jax.device_count()} device(s), best of {args.rounds} x {args.steps_per_round}"
+    )
     print("| framework | s/step | tokens/s | vs PyTorch |")
     print("|---|---:|---:|---:|")
     for name, seconds in times.items():
-        print(f"| {name} | {seconds:.3f} | {tokens / seconds:,.0f} | "
-              f"{times['pytorch'] / seconds:.2f}x |")
+        print(
+            f"| {name} | {seconds:.3f} | {tokens / seconds:,.0f} | "
+            f"{times['pytorch'] / seconds:.2f}x |"
+        )
     achieved = flops / times["bertjax"]
-    print(f"bertjax step: {flops / 1e9:.1f} GFLOP (XLA count), {achieved / 1e9:.1f} GFLOP/s = "
-          f"{100 * achieved / peak:.0f}% of measured matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"bertjax step: {flops / 1e9:.1f} GFLOP (XLA count), {achieved / 1e9:.1f} GFLOP/s = "
+        f"{100 * achieved / peak:.0f}% of measured matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,16 @@ from configs import finetune
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False, sparsity=0.5,
-                     scope="layer", gradual=True)
-    config = finetune.get_config(
-        f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    args = parse_arg(
+        arg,
+        model="minilm-l6-h384",
+        task="rte",
+        smoke=False,
+        sparsity=0.5,
+        scope="layer",
+        gradual=True,
+    )
+    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
     config.method = "prune_magnitude"
     config.prune = ml_collections.ConfigDict()
     config.prune.kind = "magnitude"

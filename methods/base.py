@@ -40,8 +40,9 @@ class Method:
     def loss(self, student: Any, teacher: Any, batch: dict, state: Any):
         return jnp.zeros((), jnp.float32), {}
 
-    def wrap_optimizer(self, tx: optax.GradientTransformation,
-                       params: Any) -> optax.GradientTransformation:
+    def wrap_optimizer(
+        self, tx: optax.GradientTransformation, params: Any
+    ) -> optax.GradientTransformation:
         return tx
 
     def update(self, params: Any, grads: Any, state: Any, step: Any) -> Any:
@@ -96,8 +97,9 @@ class Composed(Method):
         return tx
 
     def update(self, params, grads, state, step):
-        return tuple(m.update(params, grads, s, step)
-                     for m, s in zip(self.methods, state, strict=True))
+        return tuple(
+            m.update(params, grads, s, step) for m, s in zip(self.methods, state, strict=True)
+        )
 
     def finalize(self, params, state, config):
         for method, substate in zip(self.methods, state, strict=True):

@@ -214,7 +214,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         total_steps * config.train.batch_size, config.train.num_epochs * len(train_data)
     )
     final_params, final_config = method.finalize(
-        jax.device_get(state.params), jax.device_get(state.method_state), model.config)
+        jax.device_get(state.params), jax.device_get(state.method_state), model.config
+    )
     if final_config != model.config:
         model = model.clone(config=final_config)
     results = {
@@ -234,7 +235,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         if config.export:
             models.save_pretrained(
                 model,
-                state.params,
+                final_params,
                 workdir / "export",
                 tokenizer=tokenizer_source,
                 labels=task.labels,

@@ -40,5 +40,10 @@ def build_method(config: ConfigDict, total_steps: int) -> Method:
     unknown = set(order) - set(BUILDERS)
     if unknown:
         raise ValueError(f"unknown method blocks {sorted(unknown)}; known: {sorted(BUILDERS)}")
-    return compose([BUILDERS[name](config[name], total_steps) for name in order
-                    if config.get(name) is not None])
+    return compose(
+        [
+            BUILDERS[name](config[name], total_steps)
+            for name in order
+            if config.get(name) is not None
+        ]
+    )

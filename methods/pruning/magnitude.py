@@ -48,7 +48,8 @@ class MagnitudePruning(Method):
         fresh = self._masks(masked, self.schedule.sparsity(step))
         recompute = self.schedule.is_update_step(step)
         masks = jax.tree_util.tree_map(
-            lambda new, old: jax.numpy.where(recompute, new, old), fresh, state["masks"])
+            lambda new, old: jax.numpy.where(recompute, new, old), fresh, state["masks"]
+        )
         return {"masks": masks}
 
     def finalize(self, params, state, config):

@@ -22,7 +22,9 @@ def ones_like_selected(params, selected):
     """The all-keep mask tree."""
     return jax.tree_util.tree_map(
         lambda p, s: jnp.ones(p.shape, jnp.float32) if s else jnp.ones((), jnp.float32),
-        params, selected)
+        params,
+        selected,
+    )
 
 
 def compute_masks(scores, selected, sparsity, scope: str):
@@ -30,7 +32,9 @@ def compute_masks(scores, selected, sparsity, scope: str):
     if scope == "layer":
         return jax.tree_util.tree_map(
             lambda s, on: keep_mask(s, sparsity) if on else jnp.ones((), jnp.float32),
-            scores, selected)
+            scores,
+            selected,
+        )
     if scope != "global":
         raise ValueError(f"unknown pruning scope {scope!r}; known: 'layer', 'global'")
     leaves, treedef = jax.tree_util.tree_flatten(scores)
@@ -61,8 +65,9 @@ def select_leaves(params, patterns) -> dict:
 def sparsity_of(masks, selected) -> float:
     """Fraction of selected weights that are masked."""
     kept = total = 0.0
-    for mask, on in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(selected),
-                        strict=True):
+    for mask, on in zip(
+        jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(selected), strict=True
+    ):
         if on:
             kept += float(jnp.sum(mask))
             total += mask.size

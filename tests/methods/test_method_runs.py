@@ -1,0 +1,46 @@
+"""Method configs end to end through `train_and_evaluate` on a tiny random model."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from bertjax.train import loop
+from configs import bitfit, prune_magnitude
+
+
+def _shrink(config, teacher_dir):
+    config.model.tokenizer = str(teacher_dir)
+    config.data.max_seq_length = 32
+    config.data.train_limit = 32
+    config.data.eval_limit = 16
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 8
+    return config
+
+
+def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, teacher_dir):
+    config = _shrink(
+        prune_magnitude.get_config("model=tiny,task=mrpc,smoke=True,sparsity=0.75"), teacher_dir
+    )
+    results = loop.train_and_evaluate(config, tmp_path)
+    assert results["method"] == "prune_magnitude"
+    assert results["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    encoder_kernels = 2 * (4 * 128 * 128 + 2 * 128 * 512)  # tiny: 2 layers, H 128, FFN 512
+    assert results["params"] - results["nonzero_params"] >= int(0.75 * encoder_kernels) - 8
+    state = load_file(tmp_path / "export" / "model.safetensors")
+    query = state["bert.encoder.layer.0.attention.self.query.weight"]
+    assert np.mean(query == 0) == pytest.approx(0.75, abs=1e-3)
+    assert json.loads((tmp_path / "results.json").read_text())["sparsity"] == results["sparsity"]
+
+
+def test_bitfit_composed_with_pruning_runs(tmp_path, teacher_dir):
+    config = _shrink(
+        prune_magnitude.get_config("model=tiny,task=rte,smoke=True,sparsity=0.5"), teacher_dir
+    )
+    config.bitfit = bitfit.get_config().bitfit
+    config.method = "prune_magnitude+bitfit"
+    results = loop.train_and_evaluate(config, tmp_path)
+    assert 0 < results["trainable_fraction"] < 0.1
+    assert results["sparsity"] == pytest.approx(0.5, abs=1e-3)
