@@ -1,6 +1,7 @@
-"""Pruning by masks: unstructured (magnitude), with sparsity schedules."""
+"""Pruning by masks: unstructured magnitude and movement, N:M, sparsity schedules."""
 
 from methods.pruning.magnitude import MagnitudePruning
+from methods.pruning.movement import MovementPruning
 from methods.pruning.schedules import SparsitySchedule
 
-__all__ = ["MagnitudePruning", "SparsitySchedule"]
+__all__ = ["MagnitudePruning", "MovementPruning", "SparsitySchedule"]

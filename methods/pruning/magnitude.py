@@ -17,19 +17,27 @@ class MagnitudePruning(Method):
     """Zeroes the smallest-magnitude weights of the selected leaves.
 
     `scope="layer"` prunes each leaf to the target sparsity; "global" pools
-    all selected leaves. Masks are recomputed on the schedule's update steps
-    from the masked weights, so pruned weights stay pruned as sparsity grows.
+    all selected leaves; "n:m" (e.g. `n_of_m=(2, 4)`) keeps n of every m
+    consecutive inputs of each kernel, whatever the schedule says. Masks are
+    recomputed on the schedule's update steps from the masked weights, so
+    pruned weights stay pruned as sparsity grows.
     """
 
     schedule: SparsitySchedule = SparsitySchedule(0.5)
     select: tuple[str, ...] = ENCODER_KERNELS
     scope: str = "layer"
+    n_of_m: tuple[int, int] = (2, 4)
 
     def scores(self, params):
         return jax.tree_util.tree_map(abs, params)
 
     def _masks(self, params, sparsity):
         selected = mask_lib.select_leaves(params, self.select)
+        if self.scope == "n:m":
+            n, m = self.n_of_m
+            return jax.tree_util.tree_map(
+                lambda s, on: mask_lib.n_of_m_mask(s, n, m) if on else jax.numpy.ones(()),
+                self.scores(params), selected)
         return mask_lib.compute_masks(self.scores(params), selected, sparsity, self.scope)
 
     def init(self, params, rng):

@@ -72,3 +72,18 @@ def sparsity_of(masks, selected) -> float:
             kept += float(jnp.sum(mask))
             total += mask.size
     return 1.0 - kept / total
+
+
+def n_of_m_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
+    """Keeps the `n` highest scores in every group of `m` consecutive inputs (axis 0).
+
+    For a Dense kernel [in, out] this is the N:M pattern (e.g. 2:4) that sparse
+    tensor cores accelerate: each output's weights come in groups of m inputs.
+    """
+    if not 0 < n <= m:
+        raise ValueError(f"need 0 < n <= m, got {n}:{m}")
+    if scores.shape[0] % m:
+        raise ValueError(f"axis 0 of size {scores.shape[0]} is not a multiple of m={m}")
+    groups = scores.reshape(scores.shape[0] // m, m, -1)
+    ranks = jnp.argsort(jnp.argsort(groups, axis=1, stable=True), axis=1, stable=True)
+    return (ranks >= m - n).astype(jnp.float32).reshape(scores.shape)

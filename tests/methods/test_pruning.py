@@ -142,3 +142,25 @@ def test_gradual_training_keeps_pruned_weights_at_zero_with_zero_gradient():
         assert np.all(np.asarray(grad)[off] == 0), path
     final, _ = method.finalize(state.params, state.method_state, CONFIG)
     chex.assert_trees_all_equal(final, seen)
+
+
+def test_two_of_four_keeps_the_two_largest_in_every_group():
+    scores = jnp.asarray(np.random.default_rng(1).normal(size=(8, 3)))
+    mask = np.asarray(mask_lib.n_of_m_mask(jnp.abs(scores), 2, 4))
+    groups = mask.reshape(2, 4, 3)
+    assert np.all(groups.sum(axis=1) == 2)
+    values = np.abs(np.asarray(scores)).reshape(2, 4, 3)
+    for g in range(2):
+        for c in range(3):
+            kept, dropped = values[g, :, c][groups[g, :, c] == 1], values[g, :, c][
+                groups[g, :, c] == 0]
+            assert dropped.max() <= kept.min()
+    with pytest.raises(ValueError, match="multiple of m=4"):
+        mask_lib.n_of_m_mask(jnp.ones((6, 2)), 2, 4)
+
+
+def test_n_of_m_scope_in_the_method():
+    _, params = models.build(CONFIG, "classification")
+    method = MagnitudePruning(SparsitySchedule(0.5), scope="n:m", n_of_m=(2, 4))
+    state = method.init(params, None)
+    assert method.report(params, state)["sparsity"] == pytest.approx(0.5)

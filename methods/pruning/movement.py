@@ -1,0 +1,78 @@
+"""Movement pruning (Sanh et al. 2020): prune weights moving towards zero.
+
+Scores accumulate S <- S - score_lr * (dL/dW') * W, where W' is the masked
+weight the model sees; the mask is applied with a straight-through estimator,
+so pruned weights keep receiving gradient and can come back.
+  hard: the mask keeps the top-k scores at the schedule's sparsity;
+  soft: the mask keeps scores above `threshold`, and an L1 penalty
+        `l1 * sum(sigmoid(S))` pushes scores down (sparsity is an outcome).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from methods.base import Method
+from methods.pruning import masks as mask_lib
+from methods.pruning.magnitude import ENCODER_KERNELS
+from methods.pruning.schedules import SparsitySchedule
+from methods.ste import straight_through
+
+
+@dataclasses.dataclass(frozen=True)
+class MovementPruning(Method):
+    schedule: SparsitySchedule = SparsitySchedule(0.5, start_step=0, end_step=1000, every=10)
+    select: tuple[str, ...] = ENCODER_KERNELS
+    scope: str = "layer"
+    kind: str = "hard"
+    threshold: float = 0.0
+    l1: float = 0.0
+    score_lr: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("hard", "soft"):
+            raise ValueError(f"unknown movement pruning kind {self.kind!r}; known: hard, soft")
+
+    def init(self, params, rng):
+        selected = mask_lib.select_leaves(params, self.select)
+        zeros = jax.tree_util.tree_map(
+            lambda p, on: jnp.zeros(p.shape, jnp.float32) if on else jnp.zeros((), jnp.float32),
+            params, selected)
+        return {"scores": zeros, "masks": mask_lib.ones_like_selected(params, selected)}
+
+    def forward_params(self, params, state):
+        return jax.tree_util.tree_map(
+            lambda p, m: straight_through(p, p * m.astype(p.dtype)), params, state["masks"])
+
+    def update(self, params, grads, state, step):
+        selected = mask_lib.select_leaves(params, self.select)
+
+        def new_score(score, p, g, on):
+            if not on:
+                return score
+            score = score - self.score_lr * g * p
+            if self.kind == "soft" and self.l1:
+                sig = jax.nn.sigmoid(score)
+                score = score - self.score_lr * self.l1 * sig * (1.0 - sig)
+            return score
+
+        scores = jax.tree_util.tree_map(new_score, state["scores"], params, grads, selected)
+        if self.kind == "soft":
+            masks = jax.tree_util.tree_map(
+                lambda s, on: (s > self.threshold).astype(jnp.float32) if on else jnp.ones(()),
+                scores, selected)
+        else:
+            fresh = mask_lib.compute_masks(scores, selected, self.schedule.sparsity(step),
+                                           self.scope)
+            recompute = self.schedule.is_update_step(step)
+            masks = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(recompute, new, old), fresh, state["masks"])
+        return {"scores": scores, "masks": masks}
+
+    def finalize(self, params, state, config):
+        return mask_lib.apply_masks(params, state["masks"]), config
+
+    def report(self, params, state):
+        selected = mask_lib.select_leaves(params, self.select)
+        return {"sparsity": mask_lib.sparsity_of(state["masks"], selected)}
