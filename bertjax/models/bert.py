@@ -61,10 +61,15 @@ class BertModule(nn.Module):
     config: BertConfig
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    # Index of the transformer layer a block belongs to (its head count and
+    # FFN width may differ from other layers' after structured pruning).
+    layer: int = 0
 
     def kwargs(self) -> dict:
         """The fields, to build a child block with the same settings."""
-        return dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        return dict(
+            config=self.config, dtype=self.dtype, param_dtype=self.param_dtype, layer=self.layer
+        )
 
 
 class Embeddings(BertModule):
@@ -108,10 +113,10 @@ class SelfAttention(BertModule):
         cfg = self.config
         dot = dot_general or jax.lax.dot_general
         b, t, _ = x.shape
-        n, d = cfg.num_attention_heads, cfg.head_dim
+        n, d = cfg.heads_in_layer(self.layer), cfg.head_dim
 
         def project(name):
-            y = _dense(self, cfg.hidden_size, name, dot_general)(x)
+            y = _dense(self, n * d, name, dot_general)(x)
             return y.reshape(b, t, n, d).transpose(0, 2, 1, 3)  # [B, N, T, D]
 
         q, k, v = project("query"), project("key"), project("value")
@@ -120,7 +125,7 @@ class SelfAttention(BertModule):
         probs = probs.astype(self.dtype)
         probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         if head_mask is not None:
-            probs = probs * head_mask.astype(probs.dtype)[None, :, None, None]
+            probs = probs * head_mask[:n].astype(probs.dtype)[None, :, None, None]
         context = dot(probs, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [B, N, T, D]
         context = context.transpose(0, 2, 1, 3).reshape(b, t, n * d)
         return context, scores, probs
@@ -155,10 +160,10 @@ class Intermediate(BertModule):
     def __call__(self, x, ffn_mask, dot_general):
         cfg = self.config
         act = _ACTIVATIONS[cfg.hidden_act](
-            _dense(self, cfg.intermediate_size, "dense", dot_general)(x)
+            _dense(self, cfg.ffn_size(self.layer), "dense", dot_general)(x)
         )
         if ffn_mask is not None:
-            act = act * ffn_mask.astype(act.dtype)
+            act = act * ffn_mask[: act.shape[-1]].astype(act.dtype)
         return act
 
 
@@ -194,7 +199,7 @@ class LayerStack(BertModule):
     ):
         inter = {}
         for i in layers:
-            x, extra = Layer(**self.kwargs(), name=str(i))(
+            x, extra = Layer(**{**self.kwargs(), "layer": i}, name=str(i))(
                 x,
                 mask_bias,
                 deterministic=deterministic,

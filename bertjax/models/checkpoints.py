@@ -83,6 +83,92 @@ def read_state_dict(directory: Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
 
 
+def resize_ffn(params: dict, widths: Sequence[int]) -> dict:
+    """FFN weights cut or zero-padded to `widths[i]` neurons in layer i.
+
+    Zero neurons change no output (gelu(0) = 0 and their output rows are 0),
+    so padding gives HF (one FFN width for all layers) the exact same model.
+    """
+    layers = params.get("bert", {}).get("encoder", {}).get("layer", {})
+    resized = {}
+    for key, layer in layers.items():
+        width = widths[int(key)]
+        ffn_in, ffn_out = layer["intermediate"]["dense"], layer["output"]["dense"]
+        current = ffn_in["kernel"].shape[1]
+        pad = max(width - current, 0)
+        resized[key] = {
+            **layer,
+            "intermediate": {
+                "dense": {
+                    "kernel": np.pad(np.asarray(ffn_in["kernel"])[:, :width], ((0, 0), (0, pad))),
+                    "bias": np.pad(np.asarray(ffn_in["bias"])[:width], (0, pad)),
+                }
+            },
+            "output": {
+                **layer["output"],
+                "dense": {
+                    "kernel": np.pad(np.asarray(ffn_out["kernel"])[:width], ((0, pad), (0, 0))),
+                    "bias": ffn_out["bias"],
+                },
+            },
+        }
+    return {**params, "bert": {**params["bert"], "encoder": {"layer": resized}}}
+
+
+def _head_columns(heads: Sequence[int], dim: int) -> np.ndarray:
+    return (np.asarray(heads, np.int64)[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
+
+
+def _place_columns(x: np.ndarray, columns: np.ndarray, axis: int, width: int | None):
+    """`x` restricted to `columns` of `axis` (width None), or scattered into zeros of `width`."""
+    if width is None:
+        return np.take(x, columns, axis=axis)
+    shape = list(x.shape)
+    shape[axis] = width
+    out = np.zeros(shape, x.dtype)
+    index = [slice(None)] * x.ndim
+    index[axis] = columns
+    out[tuple(index)] = x
+    return out
+
+
+def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
+    """Attention weights between pruned and full head layouts.
+
+    `pad=True` puts each kept head back at its original index and fills removed
+    heads with zeros (a zero head adds exactly nothing: zero values, zero output
+    rows), which is the only layout transformers 5.x BERT can load;
+    `pad=False` keeps only the heads a pruned config has.
+    """
+    layers = params["bert"]["encoder"]["layer"]
+    dim, full = config.head_dim, config.num_attention_heads
+    resized = {}
+    for key, layer in layers.items():
+        removed = set(config.pruned_heads[int(key)])
+        kept = _head_columns([h for h in range(full) if h not in removed], dim)
+        attention = layer["attention"]
+
+        def fix(x, axis, kept=kept):
+            return _place_columns(np.asarray(x), kept, axis, full * dim if pad else None)
+
+        projections = {
+            n: {
+                "kernel": fix(attention["self"][n]["kernel"], 1),
+                "bias": fix(attention["self"][n]["bias"], 0),
+            }
+            for n in ("query", "key", "value")
+        }
+        output = {
+            **attention["output"],
+            "dense": {
+                "kernel": fix(attention["output"]["dense"]["kernel"], 0),
+                "bias": attention["output"]["dense"]["bias"],
+            },
+        }
+        resized[key] = {**layer, "attention": {"self": projections, "output": output}}
+    return {**params, "bert": {**params["bert"], "encoder": {"layer": resized}}}
+
+
 def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked."""
     out = {}
@@ -153,6 +239,10 @@ def load_pretrained(
         has_classifier = "classifier" in state
         num_labels = hf_config.get("num_labels", len(hf_config.get("id2label", {})) or 2)
         num_labels = num_labels if has_classifier else 2
+    if config.intermediate_sizes:  # stored zero-padded to the widest layer
+        state = resize_ffn(state, config.intermediate_sizes)
+    if any(config.pruned_heads) and hf_config.get("bertjax_pruned_heads"):
+        state = resize_heads(state, config, pad=False)  # stored zero-padded to all heads
     model, fresh = build(config, head, num_labels, dtype=dtype, param_dtype=param_dtype, seed=seed)
     report = {"initialised": []}
     params = _merge(fresh, state, "", report)
@@ -186,6 +276,11 @@ def save_pretrained(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = jax.device_get(params)
+    sizes = model.config.intermediate_sizes
+    if sizes:
+        params = resize_ffn(params, [max(sizes)] * len(sizes))
+    if any(model.config.pruned_heads):
+        params = resize_heads(params, model.config, pad=True)
     state = convert.to_hf_state_dict(params, prefix_encoder=model.head is not None)
     hf = model.config.to_hf()
     hf["architectures"] = [_ARCHITECTURES[model.head]]

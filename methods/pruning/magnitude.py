@@ -37,7 +37,9 @@ class MagnitudePruning(Method):
             n, m = self.n_of_m
             return jax.tree_util.tree_map(
                 lambda s, on: mask_lib.n_of_m_mask(s, n, m) if on else jax.numpy.ones(()),
-                self.scores(params), selected)
+                self.scores(params),
+                selected,
+            )
         return mask_lib.compute_masks(self.scores(params), selected, sparsity, self.scope)
 
     def init(self, params, rng):

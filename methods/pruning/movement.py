@@ -38,12 +38,15 @@ class MovementPruning(Method):
         selected = mask_lib.select_leaves(params, self.select)
         zeros = jax.tree_util.tree_map(
             lambda p, on: jnp.zeros(p.shape, jnp.float32) if on else jnp.zeros((), jnp.float32),
-            params, selected)
+            params,
+            selected,
+        )
         return {"scores": zeros, "masks": mask_lib.ones_like_selected(params, selected)}
 
     def forward_params(self, params, state):
         return jax.tree_util.tree_map(
-            lambda p, m: straight_through(p, p * m.astype(p.dtype)), params, state["masks"])
+            lambda p, m: straight_through(p, p * m.astype(p.dtype)), params, state["masks"]
+        )
 
     def update(self, params, grads, state, step):
         selected = mask_lib.select_leaves(params, self.select)
@@ -61,13 +64,17 @@ class MovementPruning(Method):
         if self.kind == "soft":
             masks = jax.tree_util.tree_map(
                 lambda s, on: (s > self.threshold).astype(jnp.float32) if on else jnp.ones(()),
-                scores, selected)
+                scores,
+                selected,
+            )
         else:
-            fresh = mask_lib.compute_masks(scores, selected, self.schedule.sparsity(step),
-                                           self.scope)
+            fresh = mask_lib.compute_masks(
+                scores, selected, self.schedule.sparsity(step), self.scope
+            )
             recompute = self.schedule.is_update_step(step)
             masks = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(recompute, new, old), fresh, state["masks"])
+                lambda new, old: jnp.where(recompute, new, old), fresh, state["masks"]
+            )
         return {"scores": scores, "masks": masks}
 
     def finalize(self, params, state, config):

@@ -29,22 +29,28 @@ class WeightQuantization(Method):
     def forward_params(self, params, state):
         return jax.tree_util.tree_map(
             lambda p, on: straight_through(p, fake_quant(p, self.spec)) if on else p,
-            params, self._selected(params))
+            params,
+            self._selected(params),
+        )
 
     def finalize(self, params, state, config):
         return jax.tree_util.tree_map(
-            lambda p, on: fake_quant(p, self.spec) if on else p,
-            params, self._selected(params)), config
+            lambda p, on: fake_quant(p, self.spec) if on else p, params, self._selected(params)
+        ), config
 
     def report(self, params, state):
         """Bytes with selected weights at `bits` (+ one fp32 scale per channel or tensor)."""
         total = 0
-        for p, on in zip(jax.tree_util.tree_leaves(params),
-                         jax.tree_util.tree_leaves(self._selected(params)), strict=True):
+        for p, on in zip(
+            jax.tree_util.tree_leaves(params),
+            jax.tree_util.tree_leaves(self._selected(params)),
+            strict=True,
+        ):
             if on:
                 scales = p.shape[self.spec.channel_axis] if self.spec.per_channel else 1
                 total += (p.size * self.spec.bits + 7) // 8 + 4 * scales * (
-                    1 if self.spec.symmetric else 2)
+                    1 if self.spec.symmetric else 2
+                )
             else:
                 total += p.nbytes
         return {"quantized_bytes": int(total), "weight_bits": self.spec.bits}

@@ -7,9 +7,24 @@ import pytest
 
 from methods.pruning import MovementPruning, SparsitySchedule
 
-PARAMS = {"bert": {"encoder": {"layer": {"0": {"output": {"dense": {
-    "kernel": jnp.asarray(np.random.default_rng(0).normal(size=(6, 5)), jnp.float32),
-    "bias": jnp.zeros(5)}}}}}}}
+PARAMS = {
+    "bert": {
+        "encoder": {
+            "layer": {
+                "0": {
+                    "output": {
+                        "dense": {
+                            "kernel": jnp.asarray(
+                                np.random.default_rng(0).normal(size=(6, 5)), jnp.float32
+                            ),
+                            "bias": jnp.zeros(5),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 
 def _leaf(tree):
@@ -17,14 +32,14 @@ def _leaf(tree):
 
 
 def test_scores_accumulate_minus_grad_times_weight_and_mask_is_topk():
-    method = MovementPruning(SparsitySchedule(0.4, start_step=1, end_step=3, every=1),
-                             score_lr=0.5)
+    method = MovementPruning(SparsitySchedule(0.4, start_step=1, end_step=3, every=1), score_lr=0.5)
     state = method.init(PARAMS, None)
     rng = np.random.default_rng(1)
     expected = np.zeros((6, 5))
     for step in (1, 2, 3):
         grads = jax.tree_util.tree_map(
-            lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), PARAMS)
+            lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), PARAMS
+        )
         expected -= 0.5 * np.asarray(_leaf(grads)) * np.asarray(_leaf(PARAMS))
         state = method.update(PARAMS, grads, state, step)
     np.testing.assert_allclose(_leaf(state["scores"]), expected, rtol=1e-5, atol=1e-6)
@@ -38,7 +53,8 @@ def test_mask_is_straight_through_so_pruned_weights_get_gradient():
     method = MovementPruning(SparsitySchedule(0.5))
     state = method.init(PARAMS, None)
     state["masks"]["bert"]["encoder"]["layer"]["0"]["output"]["dense"]["kernel"] = (
-        jnp.zeros((6, 5)).at[0].set(1.0))
+        jnp.zeros((6, 5)).at[0].set(1.0)
+    )
 
     def loss(params):
         return jnp.sum(_leaf(method.forward_params(params, state)) ** 2)
@@ -54,7 +70,8 @@ def test_soft_movement_thresholds_scores():
     state = method.init(PARAMS, None)
     grads = jax.tree_util.tree_map(lambda p: -p, PARAMS)  # every weight moves away from 0
     grads["bert"]["encoder"]["layer"]["0"]["output"]["dense"]["kernel"] = (
-        _leaf(grads).at[0].set(_leaf(PARAMS)[0]))  # row 0 moves towards 0
+        _leaf(grads).at[0].set(_leaf(PARAMS)[0])
+    )  # row 0 moves towards 0
     state = method.update(PARAMS, grads, state, 1)
     mask = np.asarray(_leaf(state["masks"]))
     assert np.all(mask[0] == 0) and np.all(mask[1:] == 1)

@@ -152,8 +152,10 @@ def test_two_of_four_keeps_the_two_largest_in_every_group():
     values = np.abs(np.asarray(scores)).reshape(2, 4, 3)
     for g in range(2):
         for c in range(3):
-            kept, dropped = values[g, :, c][groups[g, :, c] == 1], values[g, :, c][
-                groups[g, :, c] == 0]
+            kept, dropped = (
+                values[g, :, c][groups[g, :, c] == 1],
+                values[g, :, c][groups[g, :, c] == 0],
+            )
             assert dropped.max() <= kept.min()
     with pytest.raises(ValueError, match="multiple of m=4"):
         mask_lib.n_of_m_mask(jnp.ones((6, 2)), 2, 4)

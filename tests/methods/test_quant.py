@@ -51,22 +51,30 @@ def test_straight_through_gradient_equals_identity():
 def test_per_channel_beats_per_tensor_on_skewed_channels():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(64, 8)) * np.logspace(-3, 0, 8), jnp.float32)
-    errors = {pc: float(jnp.mean((fake_quant(x, QuantSpec(8, per_channel=pc)) - x) ** 2))
-              for pc in (False, True)}
+    errors = {
+        pc: float(jnp.mean((fake_quant(x, QuantSpec(8, per_channel=pc)) - x) ** 2))
+        for pc in (False, True)
+    }
     assert errors[True] < errors[False] / 3
 
 
 def test_weight_quantization_method_and_report():
-    config = models.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2,
-                               num_attention_heads=2, intermediate_size=32)
+    config = models.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     _, params = models.build(config, "classification")
     method = WeightQuantization(QuantSpec(4, per_channel=True))
     seen = method.forward_params(params, method.init(params, None))
     query = seen["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["kernel"]
     assert all(len(np.unique(query[:, c])) <= 16 for c in range(query.shape[1]))
     bias = seen["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["bias"]
-    np.testing.assert_array_equal(bias, params["bert"]["encoder"]["layer"]["0"]["attention"][
-        "self"]["query"]["bias"])
+    np.testing.assert_array_equal(
+        bias, params["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["bias"]
+    )
     report = method.report(params, None)
     fp32 = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     assert report["weight_bits"] == 4 and report["quantized_bytes"] < fp32

@@ -1,0 +1,107 @@
+"""Layer dropping (Sajjad et al., "Poor Man's BERT"): remove whole layers, then fine-tune.
+
+Strategies for dropping `drop` of `num_layers` layers (0-based indices):
+  top        the last `drop` layers          bottom     the first `drop` layers
+  even/odd   alternate layers from the top: 1-based even (L, L-2, ...) or odd
+             (L-1, L-3, ...) positions
+  symmetric  `drop` layers from the middle, keeping the top and bottom ones
+  contribution  the layers whose output is most similar to their input
+             (cosine over real tokens; `contribution_ranking` computes it
+             from collected hidden states and gives `explicit` indices)
+  explicit   `layers_to_drop` as given
+The model runs only the kept layers (the `layers` override); `finalize`
+removes the others and renumbers.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from methods.base import Method
+
+STRATEGIES = ("top", "bottom", "even", "odd", "symmetric", "explicit")
+
+
+def dropped_layers(
+    strategy: str, num_layers: int, drop: int, explicit: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """Sorted 0-based indices of the layers a strategy drops."""
+    if strategy == "explicit":
+        chosen = tuple(explicit)
+    elif not 0 <= drop < num_layers:
+        raise ValueError(f"cannot drop {drop} of {num_layers} layers")
+    elif strategy == "top":
+        chosen = tuple(range(num_layers - drop, num_layers))
+    elif strategy == "bottom":
+        chosen = tuple(range(drop))
+    elif strategy in ("even", "odd"):
+        first = num_layers - 1 if strategy == "even" else num_layers - 2
+        chosen = tuple(range(first, -1, -2))[:drop]
+        if len(chosen) < drop:
+            raise ValueError(f"only {len(chosen)} {strategy} layers in {num_layers}")
+    elif strategy == "symmetric":
+        start = (num_layers - drop) // 2
+        chosen = tuple(range(start, start + drop))
+    else:
+        raise ValueError(f"unknown layer-drop strategy {strategy!r}; known: {STRATEGIES}")
+    if any(not 0 <= i < num_layers for i in chosen) or len(set(chosen)) >= num_layers:
+        raise ValueError(f"bad layers to drop {chosen} for {num_layers} layers")
+    return tuple(sorted(set(chosen)))
+
+
+def contribution_ranking(inter: dict, attention_mask: jax.Array, num_layers: int) -> np.ndarray:
+    """Layers ordered from least to most contributing: mean cosine similarity
+    of each layer's input and output over real tokens (higher = less change)."""
+    mask = attention_mask.astype(jnp.float32)
+    similarity = []
+    for i in range(num_layers):
+        before = inter["embeddings"] if i == 0 else inter[f"hidden/{i - 1}"]
+        after = inter[f"hidden/{i}"]
+        cos = jnp.sum(before * after, -1) / (
+            jnp.linalg.norm(before, axis=-1) * jnp.linalg.norm(after, axis=-1) + 1e-12
+        )
+        similarity.append(jnp.sum(cos * mask) / jnp.sum(mask))
+    return np.argsort(-np.asarray(similarity), kind="stable")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDrop(Method):
+    num_layers: int
+    drop: int = 0
+    strategy: str = "top"
+    layers_to_drop: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        dropped_layers(self.strategy, self.num_layers, self.drop, self.layers_to_drop)
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        gone = set(dropped_layers(self.strategy, self.num_layers, self.drop, self.layers_to_drop))
+        return tuple(i for i in range(self.num_layers) if i not in gone)
+
+    def overrides(self, state):
+        return {"layers": self.kept}
+
+    def finalize(self, params, state, config):
+        layers = params["bert"]["encoder"]["layer"]
+        kept = self.kept
+        renumbered = {str(new): layers[str(old)] for new, old in enumerate(kept)}
+        params = {**params, "bert": {**params["bert"], "encoder": {"layer": renumbered}}}
+
+        def pick(values):
+            return tuple(values[i] for i in kept) if values else values
+
+        sizes = pick(config.intermediate_sizes)
+        config = dataclasses.replace(
+            config,
+            num_hidden_layers=len(kept),
+            pruned_heads=pick(config.pruned_heads),
+            intermediate_sizes=sizes,
+            intermediate_size=max(sizes, default=config.intermediate_size),
+        )
+        return params, config
+
+    def report(self, params, state):
+        return {"layers_kept": list(self.kept)}
