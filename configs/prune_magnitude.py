@@ -35,4 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.prune.start_fraction = 0.0
     config.prune.end_fraction = 0.7 if args["gradual"] else 0.0
     config.prune.every_steps = 10 if not args["smoke"] else 1
+    # Movement-only fields (see configs/prune_movement.py).
+    config.prune.movement = "hard"
+    config.prune.threshold = 0.0
+    config.prune.l1 = 0.0
+    config.prune.score_lr = 1.0
     return config

@@ -122,7 +122,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         mesh_lib.check_batch_size(size, mesh)
     steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
     total_steps = max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
-    method = build_method(config, total_steps)
+    method = build_method(config, total_steps, model.config)
     tx = method.wrap_optimizer(make_optimizer(config.train, total_steps), params)
     method_state = method.init(params, jax.random.fold_in(jax.random.key(config.train.seed), 1))
     state = TrainState.create(params, tx, config.train.seed, method_state=method_state)

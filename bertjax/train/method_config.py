@@ -1,40 +1,85 @@
 """Compression methods from a run's config: each method has its own block.
 
-`config.prune` (magnitude pruning) and `config.bitfit`; a block that is
+Blocks: `config.prune` (unstructured: magnitude or movement), `config.structured`
+(heads and FFN neurons), `config.layer_drop`, `config.bitfit`. A block that is
 absent (or None) means that method is off. `config.method_order` lists the
-blocks in the order `compose` applies them.
+blocks in the order `compose` applies them; layer dropping comes last by
+default because its `finalize` renumbers layers.
 """
 
 from ml_collections import ConfigDict
 
+from bertjax.models import BertConfig
 from methods.base import Method, compose
 from methods.bitfit import BitFit
-from methods.pruning import MagnitudePruning, SparsitySchedule
+from methods.pruning import MagnitudePruning, MovementPruning, SparsitySchedule
+from methods.pruning.layer_drop import LayerDrop
+from methods.pruning.structured import StructuredPruning
 
-DEFAULT_ORDER = ("prune", "bitfit")
+DEFAULT_ORDER = ("prune", "structured", "bitfit", "layer_drop")
 
 
-def _prune(block: ConfigDict, total_steps: int) -> Method:
-    if block.kind != "magnitude":
-        raise ValueError(f"unknown pruning kind {block.kind!r}; known: 'magnitude'")
+def _steps(fraction: float, total_steps: int) -> int:
+    return int(round(fraction * total_steps))
+
+
+def _prune(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
     schedule = SparsitySchedule(
         target=block.sparsity,
-        start_step=int(round(block.start_fraction * total_steps)),
-        end_step=int(round(block.end_fraction * total_steps)),
+        start_step=_steps(block.start_fraction, total_steps),
+        end_step=_steps(block.end_fraction, total_steps),
         every=block.every_steps,
         initial=block.initial_sparsity,
     )
-    return MagnitudePruning(schedule=schedule, select=tuple(block.select), scope=block.scope)
+    common = dict(schedule=schedule, select=tuple(block.select), scope=block.scope)
+    if block.kind == "magnitude":
+        return MagnitudePruning(**common)
+    if block.kind == "movement":
+        return MovementPruning(
+            **common,
+            kind=block.movement,
+            threshold=block.threshold,
+            l1=block.l1,
+            score_lr=block.score_lr,
+        )
+    raise ValueError(f"unknown pruning kind {block.kind!r}; known: magnitude, movement")
 
 
-def _bitfit(block: ConfigDict, total_steps: int) -> Method:
+def _structured(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
+    return StructuredPruning(
+        num_heads=model.num_attention_heads,
+        head_sparsity=block.head_sparsity,
+        ffn_sparsity=block.ffn_sparsity,
+        importance=block.importance,
+        scope=block.scope,
+        prune_step=max(
+            _steps(block.prune_fraction, total_steps), 1 if block.importance == "gradient" else 0
+        ),
+    )
+
+
+def _layer_drop(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
+    return LayerDrop(
+        num_layers=model.num_hidden_layers,
+        drop=block.drop,
+        strategy=block.strategy,
+        layers_to_drop=tuple(block.layers),
+    )
+
+
+def _bitfit(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
     return BitFit(trainable=tuple(block.trainable))
 
 
-BUILDERS = {"prune": _prune, "bitfit": _bitfit}
+BUILDERS = {
+    "prune": _prune,
+    "structured": _structured,
+    "layer_drop": _layer_drop,
+    "bitfit": _bitfit,
+}
 
 
-def build_method(config: ConfigDict, total_steps: int) -> Method:
+def build_method(config: ConfigDict, total_steps: int, model: BertConfig) -> Method:
     """The composed method of every present block, in `config.method_order`."""
     order = tuple(config.get("method_order", DEFAULT_ORDER))
     unknown = set(order) - set(BUILDERS)
@@ -42,7 +87,7 @@ def build_method(config: ConfigDict, total_steps: int) -> Method:
         raise ValueError(f"unknown method blocks {sorted(unknown)}; known: {sorted(BUILDERS)}")
     return compose(
         [
-            BUILDERS[name](config[name], total_steps)
+            BUILDERS[name](config[name], total_steps, model)
             for name in order
             if config.get(name) is not None
         ]

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -44,3 +45,34 @@ def test_bitfit_composed_with_pruning_runs(tmp_path, teacher_dir):
     results = loop.train_and_evaluate(config, tmp_path)
     assert 0 < results["trainable_fraction"] < 0.1
     assert results["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("module", "arg"),
+    [
+        ("prune_movement", "sparsity=0.5"),
+        ("prune_structured", "heads=0.5,ffn=0.5,importance=gradient"),
+        ("layer_drop", "drop=1,strategy=top"),
+    ],
+)
+def test_more_method_configs_run_and_export_loadable_models(tmp_path, teacher_dir, module, arg):
+    import importlib
+
+    from bertjax import models
+
+    config_module = importlib.import_module(f"configs.{module}")
+    config = _shrink(config_module.get_config(f"model=tiny,task=rte,smoke=True,{arg}"), teacher_dir)
+    results = loop.train_and_evaluate(config, tmp_path)
+    model, params = models.load_pretrained(tmp_path / "export", head="classification")
+    if module == "prune_structured":
+        assert results["heads_kept"] == 2 and model.config.heads_in_layer(0) == 1
+        full = sum(x.size for x in jax.tree_util.tree_leaves(models.build(
+            models.variant_config("tiny", vocab_size=30522), "classification")[1]))
+        # Per layer (H 128, 2 heads of 64, FFN 512): one head's q/k/v columns and
+        # output rows, and 256 neurons' input columns, biases and output rows.
+        removed = 3 * (128 * 64 + 64) + 64 * 128 + (128 * 256 + 256) + 256 * 128
+        assert results["params"] == full - 2 * removed
+    if module == "layer_drop":
+        assert model.config.num_hidden_layers == 1 and results["layers_kept"] == [0]
+    if module == "prune_movement":
+        assert results["sparsity"] == pytest.approx(0.5, abs=1e-3)

@@ -1,0 +1,24 @@
+"""Layer dropping ("Poor Man's BERT", Sajjad et al.) followed by fine-tuning.
+
+  python -m bertjax.main --config=configs/layer_drop.py:task=mrpc,drop=2,strategy=top \
+      --workdir=runs/mrpc-drop2-top
+
+Arguments: those of `finetune.py` plus `drop` (how many layers) and `strategy`
+(top, bottom, even, odd, symmetric; or explicit with `config.layer_drop.layers`).
+"""
+
+import ml_collections
+
+from bertjax.config_args import parse_arg
+from configs import finetune
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False, drop=2, strategy="top")
+    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    config.method = f"layer_drop_{args['strategy']}{args['drop']}"
+    config.layer_drop = ml_collections.ConfigDict()
+    config.layer_drop.drop = args["drop"]
+    config.layer_drop.strategy = args["strategy"]
+    config.layer_drop.layers = ()
+    return config

@@ -1,0 +1,38 @@
+"""Fine-tuning with movement pruning (Sanh et al. 2020) of the encoder's Dense kernels.
+
+  python -m bertjax.main --config=configs/prune_movement.py:task=mrpc,sparsity=0.9 \
+      --workdir=runs/mrpc-mov90
+
+Arguments: those of `prune_magnitude.py` plus `movement` (hard: top-k of the
+scores on the cubic schedule; soft: scores above `threshold` with an L1
+penalty `l1` on sigmoid(scores)).
+"""
+
+import ml_collections
+
+from bertjax.config_args import parse_arg
+from configs import prune_magnitude
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(
+        arg,
+        model="minilm-l6-h384",
+        task="rte",
+        smoke=False,
+        sparsity=0.5,
+        scope="layer",
+        gradual=True,
+        movement="hard",
+    )
+    config = prune_magnitude.get_config(
+        ",".join(
+            f"{k}={args[k]}" for k in ("model", "task", "smoke", "sparsity", "scope", "gradual")
+        )
+    )
+    config.method = f"prune_movement_{args['movement']}"
+    config.prune.kind = "movement"
+    config.prune.movement = args["movement"]
+    if args["movement"] == "soft":
+        config.prune.l1 = 1e-4
+    return config
