@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from bertjax.models.config import BertConfig
+from bertjax.models.dropout import Dropout
 
 Array = jax.Array
 DotGeneral = Callable[..., Array]
@@ -91,7 +92,7 @@ class Embeddings(BertModule):
             + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         )
         x = _layer_norm(self)(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 def _dense(module: nn.Module, features: int, name: str, dot_general: DotGeneral | None):
@@ -123,7 +124,7 @@ class SelfAttention(BertModule):
         scores = dot(q, k, (((3,), (3,)), ((0, 1), (0, 1)))) / jnp.sqrt(d).astype(q.dtype)
         probs = jax.nn.softmax((scores + mask_bias).astype(jnp.float32), axis=-1)
         probs = probs.astype(self.dtype)
-        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         if head_mask is not None:
             probs = probs * head_mask[:n].astype(probs.dtype)[None, :, None, None]
         context = dot(probs, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [B, N, T, D]
@@ -138,7 +139,7 @@ class DenseResidualNorm(BertModule):
     def __call__(self, x, residual, deterministic: bool, dot_general):
         cfg = self.config
         x = _dense(self, cfg.hidden_size, "dense", dot_general)(x)
-        x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
         return _layer_norm(self)(x + residual)
 
 

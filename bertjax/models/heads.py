@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 
 from bertjax.models.bert import _ACTIVATIONS, BertEncoder, BertModule, _init, _layer_norm
+from bertjax.models.dropout import Dropout
 
 HEADS = (None, "classification", "regression", "mlm")
 
@@ -55,7 +56,7 @@ class BertModel(BertModule):
             **overrides,
         )
         if self.head in ("classification", "regression"):
-            pooled = nn.Dropout(self.config.hidden_dropout_prob)(
+            pooled = Dropout(self.config.hidden_dropout_prob)(
                 outputs["pooler_output"], deterministic=deterministic
             )
             outputs["logits"] = nn.Dense(

@@ -93,7 +93,7 @@ def test_batch_must_divide_over_devices():
 def test_eval_step_predicts_classes_and_scores():
     model, params = models.build(CONFIG, "regression")
     batch = _batch(1)
-    scores = steps.make_eval_step(model, regression=True)(params, batch)
+    scores = steps.make_eval_step(model, regression=True)(params, {}, batch)
     assert scores.shape == (8,) and scores.dtype == jnp.float32
 
 
