@@ -13,9 +13,8 @@ trial() {  # name task epochs lr seed
     --config.checkpoint.every_steps=100 --config.export=False \
     --workdir="$dir" > "$dir.log" 2>&1
 }
+trial cola-lr1e-4-ep5 cola 5 1e-4 0
 trial mrpc-lr1e-4-seed1 mrpc 3 1e-4 1
-trial rte-lr5e-5-ep4 rte 4 5e-5 0
 trial mrpc-lr5e-5 mrpc 3 5e-5 0
-trial cola-lr5e-5 cola 3 5e-5 0
-trial rte-lr1e-4-seed1 rte 3 1e-4 1
+trial cola-lr5e-5-ep5 cola 5 5e-5 0
 python -m bertjax.report "$runs"
