@@ -13,8 +13,8 @@ from configs import finetune
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False)
-    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    args = parse_arg(arg, **finetune.BASE_ARGS)
+    config = finetune.build(args)
     config.method = "bitfit"
     config.train.learning_rate = 1e-3
     config.bitfit = ml_collections.ConfigDict()

@@ -12,9 +12,16 @@ import ml_collections
 
 from bertjax.config_args import parse_arg
 
+# The `:arg` keys every experiment config accepts.
+BASE_ARGS = dict(model="minilm-l6-h384", task="rte", smoke=False)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False)
+    return build(parse_arg(arg, **BASE_ARGS))
+
+
+def build(args: dict) -> ml_collections.ConfigDict:
+    """The fine-tuning config for parsed `args` (keys of BASE_ARGS; others ignored)."""
     config = ml_collections.ConfigDict()
     config.method = "finetune"
     config.task = args["task"]

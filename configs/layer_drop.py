@@ -14,8 +14,8 @@ from configs import finetune
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, model="minilm-l6-h384", task="rte", smoke=False, drop=2, strategy="top")
-    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    args = parse_arg(arg, **finetune.BASE_ARGS, drop=2, strategy="top")
+    config = finetune.build(args)
     config.method = f"layer_drop_{args['strategy']}{args['drop']}"
     config.layer_drop = ml_collections.ConfigDict()
     config.layer_drop.drop = args["drop"]

@@ -13,18 +13,16 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune
 
+ARGS = dict(sparsity=0.5, scope="layer", gradual=True)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        model="minilm-l6-h384",
-        task="rte",
-        smoke=False,
-        sparsity=0.5,
-        scope="layer",
-        gradual=True,
-    )
-    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    return build(parse_arg(arg, **finetune.BASE_ARGS, **ARGS))
+
+
+def build(args: dict) -> ml_collections.ConfigDict:
+    """The magnitude-pruning config for parsed `args`."""
+    config = finetune.build(args)
     config.method = "prune_magnitude"
     config.prune = ml_collections.ConfigDict()
     config.prune.kind = "magnitude"

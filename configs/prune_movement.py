@@ -11,25 +11,12 @@ penalty `l1` on sigmoid(scores)).
 import ml_collections
 
 from bertjax.config_args import parse_arg
-from configs import prune_magnitude
+from configs import finetune, prune_magnitude
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        model="minilm-l6-h384",
-        task="rte",
-        smoke=False,
-        sparsity=0.5,
-        scope="layer",
-        gradual=True,
-        movement="hard",
-    )
-    config = prune_magnitude.get_config(
-        ",".join(
-            f"{k}={args[k]}" for k in ("model", "task", "smoke", "sparsity", "scope", "gradual")
-        )
-    )
+    args = parse_arg(arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard")
+    config = prune_magnitude.build(args)
     config.method = f"prune_movement_{args['movement']}"
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]

@@ -17,15 +17,13 @@ from configs import finetune
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(
         arg,
-        model="minilm-l6-h384",
-        task="rte",
-        smoke=False,
+        **finetune.BASE_ARGS,
         heads=0.5,
         ffn=0.5,
         importance="gradient",
         scope="layer",
     )
-    config = finetune.get_config(f"model={args['model']},task={args['task']},smoke={args['smoke']}")
+    config = finetune.build(args)
     config.method = "prune_structured"
     config.structured = ml_collections.ConfigDict()
     config.structured.head_sparsity = args["heads"]
