@@ -287,13 +287,16 @@ def plot(
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    axes.set_xscale("log")
-    # Plain numbers (30, 40, 60) rather than 3x10^1 when the sizes span less than a decade.
-    axes.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
-    axes.xaxis.set_minor_formatter(
-        matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5))
-    )
-    axes.set_xlabel("model size (MB, log scale)")
+    sizes = [row["bytes"] / 1e6 for row in points] or [1.0]
+    log_scale = max(sizes) >= 2 * min(sizes)  # a log axis over a narrow range is unreadable
+    if log_scale:
+        axes.set_xscale("log")
+        # Plain numbers (30, 40, 60) rather than 3x10^1.
+        axes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.1f}"))
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        axes.ticklabel_format(axis="x", style="plain", useOffset=False)
+    axes.set_xlabel("model size (MB, log scale)" if log_scale else "model size (MB)")
     axes.set_ylabel("% of reference" if use_percent else "main metric")
     if use_percent:
         axes.axhline(100.0, color="gray", linewidth=0.8, linestyle="--")
