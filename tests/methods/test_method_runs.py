@@ -66,8 +66,12 @@ def test_more_method_configs_run_and_export_loadable_models(tmp_path, teacher_di
     model, params = models.load_pretrained(tmp_path / "export", head="classification")
     if module == "prune_structured":
         assert results["heads_kept"] == 2 and model.config.heads_in_layer(0) == 1
-        full = sum(x.size for x in jax.tree_util.tree_leaves(models.build(
-            models.variant_config("tiny", vocab_size=30522), "classification")[1]))
+        full = sum(
+            x.size
+            for x in jax.tree_util.tree_leaves(
+                models.build(models.variant_config("tiny", vocab_size=30522), "classification")[1]
+            )
+        )
         # Per layer (H 128, 2 heads of 64, FFN 512): one head's q/k/v columns and
         # output rows, and 256 neurons' input columns, biases and output rows.
         removed = 3 * (128 * 64 + 64) + 64 * 128 + (128 * 256 + 256) + 256 * 128

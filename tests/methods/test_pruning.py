@@ -166,3 +166,31 @@ def test_n_of_m_scope_in_the_method():
     method = MagnitudePruning(SparsitySchedule(0.5), scope="n:m", n_of_m=(2, 4))
     state = method.init(params, None)
     assert method.report(params, state)["sparsity"] == pytest.approx(0.5)
+
+
+def test_one_trace_with_every_method_composed():
+    from methods.base import compose
+    from methods.bitfit import BitFit
+    from methods.pruning.layer_drop import LayerDrop
+    from methods.pruning.structured import StructuredPruning
+    from methods.quant import QuantSpec, WeightQuantization
+
+    model, params = models.build(CONFIG, "classification")
+    method = compose(
+        [
+            MagnitudePruning(SparsitySchedule(0.5, start_step=0, end_step=4, every=2)),
+            StructuredPruning(num_heads=2, head_sparsity=0.5, ffn_sparsity=0.25, prune_step=2),
+            WeightQuantization(QuantSpec(8)),
+            BitFit(),
+            LayerDrop(num_layers=2, drop=1, strategy="top"),
+        ]
+    )
+    tx = method.wrap_optimizer(make_optimizer(TRAIN, 20), params)
+    state = TrainState.create(params, tx, 0, method_state=method.init(params, None))
+    step = jax.jit(
+        chex.assert_max_traces(steps.train_step_fn(model, regression=False, method=method), n=1)
+    )
+    for i in range(4):
+        state, values = step(state, _batch(i))
+    assert np.isfinite(float(values["loss"]))
+    assert float(state.method_state[1]["head_mask"].sum()) == 2  # one of two heads per layer
