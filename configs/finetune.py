@@ -59,6 +59,9 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.checkpoint.keep = 2
 
     config.export = True
+    # A fine-tuned teacher (HF layout, e.g. a finetune run's export/): when set, results.json
+    # reports label and probability loyalty to it (Xu et al. 2021).
+    config.teacher = ""
 
     if args["smoke"]:
         config.data.max_seq_length = 64

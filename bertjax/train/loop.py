@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bertjax import models, paths
 from bertjax.data import pipeline, tasks, tokenizer
-from bertjax.train import checkpoint, steps, writers
+from bertjax.train import checkpoint, loyalty, steps, writers
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import metrics as metrics_lib
 from bertjax.train.method_config import build_method
@@ -71,24 +71,46 @@ def load_data(config: ConfigDict, task: tasks.Task, tok):
     return train, evaluation
 
 
-def predict(eval_step, state, encoded, batch_size: int, mesh) -> np.ndarray:
-    """Predictions for every example of `encoded`, in example order."""
-    predictions = np.zeros(len(encoded), np.float32)
+def predict(eval_step, params, method_state, encoded, batch_size: int, mesh) -> np.ndarray:
+    """Logits [N, labels] for every example of `encoded`, in example order."""
+    logits = None
     for batch in pipeline.eval_batches(encoded, batch_size):
         inputs = {k: batch[k] for k in steps.MODEL_INPUTS}
-        out = eval_step(state.params, state.method_state, mesh_lib.shard_batch(inputs, mesh))
-        out = multihost_utils.process_allgather(out, tiled=True)
+        out = eval_step(params, method_state, mesh_lib.shard_batch(inputs, mesh))
+        out = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+        if logits is None:
+            logits = np.zeros((len(encoded), out.shape[-1]), np.float32)
         real = batch["index"] >= 0
-        predictions[batch["index"][real]] = np.asarray(out)[real]
-    return predictions
+        logits[batch["index"][real]] = out[real]
+    return logits
 
 
-def evaluate(eval_step, state, encoded, task, batch_size: int, mesh) -> dict[str, float]:
-    """Official metrics of the model the method presents (masked, quantized, ...)."""
-    predictions = predict(eval_step, state, encoded, batch_size, mesh)
-    if not task.is_regression:
-        predictions = predictions.astype(np.int64)
-    return metrics_lib.compute_metrics(task, predictions, encoded.labels)
+def evaluate(eval_step, state, encoded, task, batch_size: int, mesh):
+    """`(official metrics, logits)` of the model the method presents (masked, quantized...)."""
+    logits = predict(eval_step, state.params, state.method_state, encoded, batch_size, mesh)
+    predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
+    return metrics_lib.compute_metrics(task, predictions, encoded.labels), logits
+
+
+def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh) -> dict:
+    """Label and probability loyalty (Xu et al. 2021) to `config.teacher` on `encoded`."""
+    if task.is_regression:
+        return {}  # loyalty is defined on class distributions
+    teacher, teacher_params = models.load_pretrained(
+        config.teacher, head="classification", num_labels=tasks.num_labels(task)
+    )
+    teacher_logits = predict(
+        steps.make_eval_step(teacher),
+        teacher_params,
+        {},
+        encoded,
+        config.train.eval_batch_size,
+        mesh,
+    )
+    return {
+        "label_loyalty": loyalty.label_loyalty(logits, teacher_logits),
+        "probability_loyalty": loyalty.probability_loyalty(logits, teacher_logits),
+    }
 
 
 def count_params(params) -> dict[str, int]:
@@ -142,7 +164,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         log.info("resuming %s from step %d", workdir, start_step)
 
     train_step = steps.make_train_step(model, regression=task.is_regression, method=method)
-    eval_step = steps.make_eval_step(model, regression=task.is_regression, method=method)
+    eval_step = steps.make_eval_step(model, method=method)
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -153,6 +175,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     )
     history, window_examples, window_start = [], 0.0, time.perf_counter()
     eval_metrics: dict[str, float] = {}
+    eval_logits = None
     step = start_step
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -192,7 +215,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
                 or step == total_steps
             ):
                 eval_start = time.perf_counter()
-                eval_metrics = evaluate(
+                eval_metrics, eval_logits = evaluate(
                     eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
                 )
                 writer.write(step, prefix="eval_", **eval_metrics)
@@ -205,7 +228,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     bar.close()
     manager.wait_until_finished()
     if not eval_metrics:  # resumed after the last step: evaluate the restored model
-        eval_metrics = evaluate(
+        eval_metrics, eval_logits = evaluate(
             eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
         )
     writer.close()
@@ -231,6 +254,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         "steps": total_steps,
         "eval_examples": len(eval_data),
     }
+    if config.get("teacher"):
+        results["teacher"] = config.teacher
+        results.update(teacher_loyalty(config, task, eval_data, eval_logits, mesh))
     if is_main:
         if config.export:
             models.save_pretrained(

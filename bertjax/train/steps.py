@@ -78,8 +78,8 @@ def make_train_step(
     )
 
 
-def make_eval_step(model, *, regression: bool, method: Method | None = None) -> Callable:
-    """`eval_step(params, method_state, batch) -> predictions` (class ids or scores)."""
+def make_eval_step(model, *, method: Method | None = None) -> Callable:
+    """`eval_step(params, method_state, batch) -> logits` [B, labels] in float32."""
     method = method or Method()
 
     def eval_step(params, method_state, batch: dict):
@@ -89,7 +89,6 @@ def make_eval_step(model, *, regression: bool, method: Method | None = None) -> 
             *(batch[k] for k in MODEL_INPUTS),
             **method.overrides(method_state),
         )
-        logits = outputs["logits"]
-        return logits[:, 0] if regression else jnp.argmax(logits, axis=-1)
+        return outputs["logits"].astype(jnp.float32)
 
     return jax.jit(eval_step)

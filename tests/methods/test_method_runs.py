@@ -36,15 +36,27 @@ def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, teacher_dir):
     assert json.loads((tmp_path / "results.json").read_text())["sparsity"] == results["sparsity"]
 
 
-def test_bitfit_composed_with_pruning_runs(tmp_path, teacher_dir):
-    config = _shrink(
-        prune_magnitude.get_config("model=tiny,task=rte,smoke=True,sparsity=0.5"), teacher_dir
-    )
+def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, teacher_dir):
+    def config_with(sparsity):
+        arg = f"model=tiny,task=rte,smoke=True,sparsity={sparsity}"
+        return _shrink(prune_magnitude.get_config(arg), teacher_dir)
+
+    teacher = config_with(0.0)
+    loop.train_and_evaluate(teacher, tmp_path / "teacher")
+    config = config_with(0.5)
     config.bitfit = bitfit.get_config().bitfit
     config.method = "prune_magnitude+bitfit"
-    results = loop.train_and_evaluate(config, tmp_path)
+    config.teacher = str(tmp_path / "teacher" / "export")
+    results = loop.train_and_evaluate(config, tmp_path / "student")
     assert 0 < results["trainable_fraction"] < 0.1
     assert results["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert 0.0 <= results["label_loyalty"] <= 1.0
+    assert 0.0 < results["probability_loyalty"] <= 1.0
+    # The teacher is perfectly loyal to itself (its finished run is re-evaluated on resume).
+    teacher.teacher = config.teacher
+    again = loop.train_and_evaluate(teacher, tmp_path / "teacher")
+    assert again["label_loyalty"] == 1.0
+    assert again["probability_loyalty"] == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -90,11 +90,11 @@ def test_batch_must_divide_over_devices():
         mesh_lib.check_batch_size(12, mesh_lib.make_mesh())
 
 
-def test_eval_step_predicts_classes_and_scores():
+def test_eval_step_gives_float32_logits():
     model, params = models.build(CONFIG, "regression")
     batch = _batch(1)
-    scores = steps.make_eval_step(model, regression=True)(params, {}, batch)
-    assert scores.shape == (8,) and scores.dtype == jnp.float32
+    scores = steps.make_eval_step(model)(params, {}, batch)
+    assert scores.shape == (8, 1) and scores.dtype == jnp.float32
 
 
 def test_weight_decay_skips_biases_and_layer_norm():
