@@ -1,7 +1,8 @@
 """Compression methods from a run's config: each method has its own block.
 
 Blocks: `config.prune` (unstructured: magnitude or movement), `config.structured`
-(heads and FFN neurons), `config.layer_drop`, `config.bitfit`. A block that is
+(heads and FFN neurons), `config.quant` (weights and/or activations),
+`config.layer_drop`, `config.bitfit`. A block that is
 absent (or None) means that method is off. `config.method_order` lists the
 blocks in the order `compose` applies them; layer dropping comes last by
 default because its `finalize` renumbers layers.
@@ -15,8 +16,9 @@ from methods.bitfit import BitFit
 from methods.pruning import MagnitudePruning, MovementPruning, SparsitySchedule
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
+from methods.quant import ActivationQuantization, QuantSpec, WeightQuantization
 
-DEFAULT_ORDER = ("prune", "structured", "bitfit", "layer_drop")
+DEFAULT_ORDER = ("prune", "structured", "quant", "bitfit", "layer_drop")
 
 
 def _steps(fraction: float, total_steps: int) -> int:
@@ -67,6 +69,24 @@ def _layer_drop(block: ConfigDict, total_steps: int, model: BertConfig) -> Metho
     )
 
 
+def _quant(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
+    parts = []
+    if block.weight_bits:
+        spec = QuantSpec(
+            block.weight_bits,
+            symmetric=block.weight_symmetric,
+            per_channel=block.weight_per_channel,
+        )
+        parts.append(WeightQuantization(spec))
+    if block.activation_bits:
+        parts.append(
+            ActivationQuantization(
+                QuantSpec(block.activation_bits, symmetric=block.activation_symmetric)
+            )
+        )
+    return compose(parts)
+
+
 def _bitfit(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
     return BitFit(trainable=tuple(block.trainable))
 
@@ -74,6 +94,7 @@ def _bitfit(block: ConfigDict, total_steps: int, model: BertConfig) -> Method:
 BUILDERS = {
     "prune": _prune,
     "structured": _structured,
+    "quant": _quant,
     "layer_drop": _layer_drop,
     "bitfit": _bitfit,
 }

@@ -65,6 +65,7 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, teacher
         ("prune_movement", "sparsity=0.5"),
         ("prune_structured", "heads=0.5,ffn=0.5,importance=gradient"),
         ("layer_drop", "drop=1,strategy=top"),
+        ("quant_qat", "wbits=4,abits=8"),
     ],
 )
 def test_more_method_configs_run_and_export_loadable_models(tmp_path, teacher_dir, module, arg):
@@ -90,5 +91,10 @@ def test_more_method_configs_run_and_export_loadable_models(tmp_path, teacher_di
         assert results["params"] == full - 2 * removed
     if module == "layer_drop":
         assert model.config.num_hidden_layers == 1 and results["layers_kept"] == [0]
+    if module == "quant_qat":
+        assert results["weight_bits"] == 4 and results["activation_bits"] == 8
+        assert results["quantized_bytes"] < results["bytes"]
+        query = params["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["kernel"]
+        assert max(len(np.unique(query[:, c])) for c in range(query.shape[1])) <= 16
     if module == "prune_movement":
         assert results["sparsity"] == pytest.approx(0.5, abs=1e-3)
