@@ -11,6 +11,8 @@ hook defaults to the identity, so a method overrides only what it needs:
   update(params, grads, state, step) -> state  schedules, movement scores
   finalize(params, state, config) -> (params, config)  physical compression
   report(params, state) -> dict              numbers for results.json
+  intermediates() -> tuple                   what `loss` reads from (student, teacher) `inter`
+  hard_loss_weight() -> float                weight of the task loss (KD mixes it with alpha)
 
 Methods never import Flax modules: they see pytrees, intermediates dicts and
 configs. `compose([m1, m2])` chains methods in order, so hybrids are a list.
@@ -53,6 +55,12 @@ class Method:
 
     def report(self, params: Any, state: Any) -> dict[str, Any]:
         return {}
+
+    def intermediates(self) -> tuple[str, ...]:
+        return ()
+
+    def hard_loss_weight(self) -> float:
+        return 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +113,15 @@ class Composed(Method):
         for method, substate in zip(self.methods, state, strict=True):
             params, config = method.finalize(params, substate, config)
         return params, config
+
+    def intermediates(self):
+        return tuple(sorted({name for m in self.methods for name in m.intermediates()}))
+
+    def hard_loss_weight(self):
+        weight = 1.0
+        for method in self.methods:
+            weight *= method.hard_loss_weight()
+        return weight
 
     def report(self, params, state):
         merged: dict[str, Any] = {}

@@ -92,6 +92,19 @@ def evaluate(eval_step, state, encoded, task, batch_size: int, mesh):
     return metrics_lib.compute_metrics(task, predictions, encoded.labels), logits
 
 
+def load_teacher(config: ConfigDict, task, mesh):
+    """`(model, replicated params)` of `config.teacher` when distilling, else `(None, None)`."""
+    if config.get("distill") is None:
+        return None, None
+    if not config.get("teacher"):
+        raise ValueError("config.distill needs config.teacher (a fine-tuned model directory)")
+    head = "regression" if task.is_regression else "classification"
+    teacher, params = models.load_pretrained(
+        config.teacher, head=head, num_labels=tasks.num_labels(task)
+    )
+    return teacher, mesh_lib.replicate(params, mesh)
+
+
 def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh) -> dict:
     """Label and probability loyalty (Xu et al. 2021) to `config.teacher` on `encoded`."""
     if task.is_regression:
@@ -144,7 +157,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         mesh_lib.check_batch_size(size, mesh)
     steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
     total_steps = max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
-    method = build_method(config, total_steps, model.config)
+    method = build_method(config, total_steps, model.config, regression=task.is_regression)
+    teacher, teacher_params = load_teacher(config, task, mesh)
     tx = method.wrap_optimizer(make_optimizer(config.train, total_steps), params)
     method_state = method.init(params, jax.random.fold_in(jax.random.key(config.train.seed), 1))
     state = TrainState.create(params, tx, config.train.seed, method_state=method_state)
@@ -163,7 +177,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     if start_step:
         log.info("resuming %s from step %d", workdir, start_step)
 
-    train_step = steps.make_train_step(model, regression=task.is_regression, method=method)
+    train_step = steps.make_train_step(
+        model, regression=task.is_regression, method=method, teacher=teacher
+    )
     eval_step = steps.make_eval_step(model, method=method)
     bar = tqdm(
         total=total_steps,
@@ -183,7 +199,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
             train_data, config.train.batch_size, config.train.seed, epoch, start_batch=offset
         ):
             batch.pop("index")
-            state, values = train_step(state, mesh_lib.shard_batch(batch, mesh))
+            inputs = (state, mesh_lib.shard_batch(batch, mesh))
+            state, values = train_step(*inputs, teacher_params) if teacher else train_step(*inputs)
             step += 1
             history.append((step, values))
             window_examples += float(batch["weights"].sum())

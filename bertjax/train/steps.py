@@ -30,30 +30,45 @@ def task_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def train_step_fn(model, *, regression: bool, method: Method | None = None) -> Callable:
-    """The pure `train_step(state, batch) -> (state, metrics)`, not yet jitted.
+def train_step_fn(
+    model, *, regression: bool, method: Method | None = None, teacher=None
+) -> Callable:
+    """The pure `train_step(state, batch[, teacher_params]) -> (state, metrics)`, not jitted.
 
     The compression `method` decides what the model sees (`forward_params`,
     `overrides`), adds loss terms, and updates its state after the gradient;
     gradients flow to the raw `state.params` (straight through any mask).
+    With a `teacher` model, its params are an argument of the step, held under
+    `stop_gradient`, and `method.loss` receives the teacher's `(outputs, inter)`.
     """
     method = method or Method()
+    collect = method.intermediates()
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, teacher_params=None):
         dropout_rng = state.step_rng()
+        inputs = tuple(batch[k] for k in MODEL_INPUTS)
+        teacher_view = None
+        if teacher is not None:
+            teacher_view = teacher.apply(
+                {"params": jax.lax.stop_gradient(teacher_params)}, *inputs, collect=collect
+            )
 
         def loss_fn(params):
             seen = method.forward_params(params, state.method_state)
             outputs, inter = model.apply(
                 {"params": seen},
-                *(batch[k] for k in MODEL_INPUTS),
+                *inputs,
                 deterministic=False,
                 rngs={"dropout": dropout_rng},
+                collect=collect,
                 **method.overrides(state.method_state),
             )
             loss = task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
-            extra, extra_metrics = method.loss((outputs, inter), None, batch, state.method_state)
-            return loss + extra, {"task_loss": loss, **extra_metrics}
+            extra, extra_metrics = method.loss(
+                (outputs, inter), teacher_view, batch, state.method_state
+            )
+            total = method.hard_loss_weight() * loss + extra
+            return total, {"task_loss": loss, **extra_metrics}
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -69,11 +84,11 @@ def train_step_fn(model, *, regression: bool, method: Method | None = None) -> C
 
 
 def make_train_step(
-    model, *, regression: bool, method: Method | None = None, donate: bool = True
+    model, *, regression: bool, method: Method | None = None, teacher=None, donate: bool = True
 ) -> Callable:
     """`train_step_fn` jitted, with the state donated (updated in place)."""
     return jax.jit(
-        train_step_fn(model, regression=regression, method=method),
+        train_step_fn(model, regression=regression, method=method, teacher=teacher),
         donate_argnums=(0,) if donate else (),
     )
 

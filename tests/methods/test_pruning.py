@@ -181,7 +181,7 @@ def test_one_trace_with_every_method_composed():
             MagnitudePruning(SparsitySchedule(0.5, start_step=0, end_step=4, every=2)),
             StructuredPruning(num_heads=2, head_sparsity=0.5, ffn_sparsity=0.25, prune_step=2),
             WeightQuantization(QuantSpec(8)),
-        ActivationQuantization(QuantSpec(8, symmetric=False)),
+            ActivationQuantization(QuantSpec(8, symmetric=False)),
             BitFit(),
             LayerDrop(num_layers=2, drop=1, strategy="top"),
         ]
