@@ -4,8 +4,8 @@ Blocks: `config.prune` (unstructured: magnitude or movement), `config.structured
 (heads and FFN neurons), `config.quant` (weights and/or activations),
 `config.distill` (logit KD from `config.teacher`), `config.layer_drop`,
 `config.bitfit`. A block that is absent (or None) means that method is off.
-`config.method_order` lists the blocks in the order `compose` applies them; layer dropping comes last by
-default because its `finalize` renumbers layers.
+`config.method_order` lists the blocks in the order `compose` applies them;
+layer dropping comes last by default because its `finalize` renumbers layers.
 """
 
 from ml_collections import ConfigDict
