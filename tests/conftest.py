@@ -18,3 +18,19 @@ def teacher_dir():
     if not TEACHER.is_dir():
         pytest.skip(f"{TEACHER} not present")
     return TEACHER
+
+
+@pytest.fixture
+def shrink(teacher_dir):
+    """Makes a `smoke` config tiny: real tokenizer, 32 train / 16 eval examples, length 32."""
+
+    def apply(config):
+        config.model.tokenizer = str(teacher_dir)
+        config.data.max_seq_length = 32
+        config.data.train_limit = 32
+        config.data.eval_limit = 16
+        config.train.batch_size = 8
+        config.train.eval_batch_size = 8
+        return config
+
+    return apply

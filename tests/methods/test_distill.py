@@ -84,16 +84,7 @@ def test_teacher_params_get_no_update_and_only_student_learns():
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grad))
 
 
-def test_distillation_run_end_to_end(tmp_path, teacher_dir):
-    def shrink(config):
-        config.model.tokenizer = str(teacher_dir)
-        config.data.max_seq_length = 32
-        config.data.train_limit = 32
-        config.data.eval_limit = 16
-        config.train.batch_size = 8
-        config.train.eval_batch_size = 8
-        return config
-
+def test_distillation_run_end_to_end(tmp_path, shrink):
     from configs import finetune
 
     teacher = shrink(finetune.get_config("model=tiny,task=sst2,smoke=True"))

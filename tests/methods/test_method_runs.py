@@ -11,20 +11,8 @@ from bertjax.train import loop
 from configs import bitfit, prune_magnitude
 
 
-def _shrink(config, teacher_dir):
-    config.model.tokenizer = str(teacher_dir)
-    config.data.max_seq_length = 32
-    config.data.train_limit = 32
-    config.data.eval_limit = 16
-    config.train.batch_size = 8
-    config.train.eval_batch_size = 8
-    return config
-
-
-def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, teacher_dir):
-    config = _shrink(
-        prune_magnitude.get_config("model=tiny,task=mrpc,smoke=True,sparsity=0.75"), teacher_dir
-    )
+def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, shrink):
+    config = shrink(prune_magnitude.get_config("model=tiny,task=mrpc,smoke=True,sparsity=0.75"))
     results = loop.train_and_evaluate(config, tmp_path)
     assert results["method"] == "prune_magnitude"
     assert results["sparsity"] == pytest.approx(0.75, abs=1e-3)
@@ -36,10 +24,10 @@ def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, teacher_dir):
     assert json.loads((tmp_path / "results.json").read_text())["sparsity"] == results["sparsity"]
 
 
-def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, teacher_dir):
+def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink):
     def config_with(sparsity):
         arg = f"model=tiny,task=rte,smoke=True,sparsity={sparsity}"
-        return _shrink(prune_magnitude.get_config(arg), teacher_dir)
+        return shrink(prune_magnitude.get_config(arg))
 
     teacher = config_with(0.0)
     loop.train_and_evaluate(teacher, tmp_path / "teacher")
@@ -68,13 +56,13 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, teacher
         ("quant_qat", "wbits=4,abits=8"),
     ],
 )
-def test_more_method_configs_run_and_export_loadable_models(tmp_path, teacher_dir, module, arg):
+def test_more_method_configs_run_and_export_loadable_models(tmp_path, shrink, module, arg):
     import importlib
 
     from bertjax import models
 
     config_module = importlib.import_module(f"configs.{module}")
-    config = _shrink(config_module.get_config(f"model=tiny,task=rte,smoke=True,{arg}"), teacher_dir)
+    config = shrink(config_module.get_config(f"model=tiny,task=rte,smoke=True,{arg}"))
     results = loop.train_and_evaluate(config, tmp_path)
     model, params = models.load_pretrained(tmp_path / "export", head="classification")
     if module == "prune_structured":
