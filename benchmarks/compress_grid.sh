@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue-3 results grid on one task: every compressed run starts from the fine-tuned
+# teacher's export (runs/teacher/<task>/export, see teacher_runs.sh) and reports loyalty
+# to it. Resumable: runs with a results.json are skipped; a killed run resumes.
+#   bash benchmarks/compress_grid.sh [TASK] [RUNS_DIR] [GROUP...]
+# Groups: prune structured layer_drop quant bitfit (default: all, in that order).
+set -eu
+task=${1:-mrpc}
+runs=${2:-runs/compress/$task}
+shift $(( $# > 2 ? 2 : $# )) || true
+groups=${*:-prune structured layer_drop quant bitfit}
+teacher=${TEACHER:-$(pwd)/runs/teacher/$task/export}
+[ -d "$teacher" ] || { echo "no teacher export at $teacher (run benchmarks/teacher_runs.sh)"; exit 2; }
+mkdir -p "$runs"
+
+run() {  # run NAME CONFIG[:ARGS] [FLAGS...]
+  local name=$1 config=$2; shift 2
+  [ -f "$runs/$name/results.json" ] && return 0
+  echo "$(date +%T) $name"
+  python -m bertjax.main --config="$config" --config.teacher="$teacher" \
+    --config.checkpoint.every_steps=50 --workdir="$runs/$name" "$@" \
+    > "$runs/$name.log" 2>&1 || echo "  FAILED (see $runs/$name.log)"
+}
+
+from="model=$teacher,task=$task"
+for group in $groups; do
+  case $group in
+  prune)  # unstructured, gradual (cubic) over the first 70 % of 2 epochs
+    for s in 0.5 0.7 0.9; do
+      run "magnitude-${s#0.}" "configs/prune_magnitude.py:$from,sparsity=$s" --config.train.num_epochs=2
+      run "movement-${s#0.}" "configs/prune_movement.py:$from,sparsity=$s" --config.train.num_epochs=2
+    done ;;
+  structured)  # heads + FFN neurons by gradient importance, finalized at export
+    for h in 0.25 0.5; do
+      run "heads-${h#0.}-ffn-5" "configs/prune_structured.py:$from,heads=$h,ffn=0.5" --config.train.num_epochs=2
+    done ;;
+  layer_drop)  # drop from the fine-tuned teacher, then fine-tune one epoch
+    for d in 2 3; do
+      for st in top bottom even odd symmetric contribution; do
+        run "drop$d-$st" "configs/layer_drop.py:$from,drop=$d,strategy=$st" --config.train.num_epochs=1
+      done
+    done ;;
+  quant)
+    run ptq-w8a8 "configs/quant_ptq.py:$from,wbits=8,abits=8"
+    run qat-w8a8 "configs/quant_qat.py:$from,wbits=8,abits=8" --config.train.num_epochs=1
+    run qat-w4a8 "configs/quant_qat.py:$from,wbits=4,abits=8" --config.train.num_epochs=2 ;;
+  bitfit)  # from the pretrained checkpoint, like the full fine-tune (3 epochs)
+    run bitfit "configs/bitfit.py:task=$task" ;;
+  *) echo "unknown group $group"; exit 2 ;;
+  esac
+done
+python -m bertjax.report "$runs" --reference "$(dirname "$teacher")" || true
