@@ -27,14 +27,14 @@ run() {  # run NAME CONFIG[:ARGS] [FLAGS...]
 from="model=$teacher,task=$task"
 for group in $groups; do
   case $group in
-  prune)  # unstructured, gradual (cubic) over the first 70 % of 2 epochs
+  prune)  # unstructured, gradual (cubic) over the first 70 % of 1 epoch
     for s in 0.5 0.7 0.9; do
-      run "magnitude-${s#0.}" "configs/prune_magnitude.py:$from,sparsity=$s" --config.train.num_epochs=2
-      run "movement-${s#0.}" "configs/prune_movement.py:$from,sparsity=$s" --config.train.num_epochs=2
+      run "magnitude-${s#0.}" "configs/prune_magnitude.py:$from,sparsity=$s" --config.train.num_epochs=1
+      run "movement-${s#0.}" "configs/prune_movement.py:$from,sparsity=$s" --config.train.num_epochs=1
     done ;;
   structured)  # heads + FFN neurons by gradient importance, finalized at export
     for h in 0.25 0.5; do
-      run "heads-${h#0.}-ffn-5" "configs/prune_structured.py:$from,heads=$h,ffn=0.5" --config.train.num_epochs=2
+      run "heads-${h#0.}-ffn-5" "configs/prune_structured.py:$from,heads=$h,ffn=0.5" --config.train.num_epochs=1
     done ;;
   layer_drop)  # drop from the fine-tuned teacher, then fine-tune one epoch
     for d in 2 3; do

@@ -1,30 +1,49 @@
 """Logit distillation (Hinton; DistilBERT/PKD) from a fine-tuned teacher into a student.
 
-  python -m bertjax.main --config=configs/distill_kd.py:task=mrpc,student=minilm-l3-h384 \
-      --config.teacher=runs/teacher/mrpc/export --workdir=runs/mrpc-kd-l3
+  python -m bertjax.main --config=configs/distill_kd.py:task=mrpc,student=minilm-l3-h384,\
+teacher=runs/teacher/mrpc/export --workdir=runs/mrpc-kd-l3
 
-Arguments: `student` (any model name or size), `task`, `smoke`, `temperature`,
+Arguments: `teacher` (a fine-tuned model directory, e.g. a finetune run's
+export/; or `--config.teacher=DIR`), `student`, `task`, `smoke`, `temperature`,
 `alpha` (weight of the KD term; the hard-label loss gets 1 - alpha) and `kind`
 (soft_ce or mse on logits; regression tasks always use MSE).
+
+`student` is a model name or directory (e.g. `minilm-l3-h384`), a random size
+(e.g. `mini`, 4 x 256, tokenizer from the teacher), or `teacher:N`: the teacher
+truncated to N layers, DistilBERT-style (every other layer: layers
+round(i * L / N) are copied; `--config.model.keep_layers` picks others).
 """
 
 import ml_collections
 
 from bertjax.config_args import parse_arg
+from bertjax.models import variants
 from configs import finetune
+
+ARGS = dict(student="minilm-l3-h384", teacher="", task="rte", smoke=False, temperature=2.0)
+
+
+def student_config(args: dict) -> ml_collections.ConfigDict:
+    """The finetune config of `args["student"]`, distilling from `args["teacher"]`."""
+    student = str(args["student"])
+    truncate = 0
+    if student.startswith("teacher:"):
+        if not args["teacher"]:
+            raise ValueError("student=teacher:N needs teacher=DIR")
+        model, truncate = args["teacher"], int(student.split(":", 1)[1])
+    else:
+        model = student
+    config = finetune.build({**args, "model": model})
+    config.teacher = args["teacher"]
+    config.model.truncate_to = truncate
+    if variants.is_variant(model) and args["teacher"]:
+        config.model.tokenizer = args["teacher"]  # a random student shares the teacher's vocab
+    return config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        student="minilm-l3-h384",
-        task="rte",
-        smoke=False,
-        temperature=2.0,
-        alpha=0.5,
-        kind="soft_ce",
-    )
-    config = finetune.build({"model": args["student"], **args})
+    args = parse_arg(arg, **ARGS, alpha=0.5, kind="soft_ce")
+    config = student_config(args)
     config.method = f"distill_kd_{args['kind']}"
     config.distill = ml_collections.ConfigDict()
     config.distill.kind = args["kind"]

@@ -33,6 +33,10 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.model.dtype = "float32"
     config.model.hidden_dropout_prob = 0.1
     config.model.attention_probs_dropout_prob = 0.1
+    # A shallower copy of the model (DistilBERT-style student): `truncate_to` N keeps N
+    # evenly spaced layers (0, L/N, ...), `keep_layers` names them; 0 / () keep all.
+    config.model.truncate_to = 0
+    config.model.keep_layers = ()
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "tsv"  # or "tfds"

@@ -4,7 +4,10 @@
       --workdir=runs/mrpc-drop2-top
 
 Arguments: those of `finetune.py` plus `drop` (how many layers) and `strategy`
-(top, bottom, even, odd, symmetric; or explicit with `config.layer_drop.layers`).
+(top, bottom, even, odd, symmetric; contribution: the layers whose output is most
+similar to their input, averaged over `config.layer_drop.calibration_batches`
+training batches of the unpruned model before training, reported as
+`layers_dropped`; or explicit with `config.layer_drop.layers`).
 """
 
 import ml_collections
@@ -21,4 +24,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.layer_drop.drop = args["drop"]
     config.layer_drop.strategy = args["strategy"]
     config.layer_drop.layers = ()
+    config.layer_drop.calibration_batches = 8  # for strategy "contribution"
     return config

@@ -4,9 +4,19 @@ A method is a frozen dataclass of hyper-parameters with pure hooks. Every
 hook defaults to the identity, so a method overrides only what it needs:
 
   init(params, rng) -> state                 masks, scores, calibration, ...
+  init_params(params, rng) -> params         add method-owned trainable params (projections,
+                                             successor layers); `forward_params` hides them
   forward_params(params, state) -> params    what the model sees (masked, fake-quant)
   overrides(state) -> dict                   model overrides (head_mask, layers, ...)
-  loss(student, teacher, batch, state) -> (loss, metrics)   extra loss terms (KD)
+  eval_overrides(state) -> dict              overrides at evaluation (default: the same)
+  observed(overrides) -> pytree              what the overrides recorded while the model
+                                             was traced (activation statistics), read in
+                                             that same trace and returned by the step
+  observe(state, observed) -> state          folds those statistics in (before `update`)
+  calibration_batches() -> int               forward-only batches wanted before training
+  loss(student, teacher, batch, state, params) -> (loss, metrics)   extra loss terms (KD);
+                                             `params` are the raw trainable params
+  observe_loss(state, metrics) -> state      folds in what `loss` measured (EMD layer weights)
   wrap_optimizer(tx, params) -> tx           freezing, masked updates
   update(params, grads, state, step) -> state  schedules, movement scores
   finalize(params, state, config) -> (params, config)  physical compression
@@ -33,14 +43,32 @@ class Method:
     def init(self, params: Any, rng: Any) -> Any:
         return {}
 
+    def init_params(self, params: Any, rng: Any) -> Any:
+        return params
+
     def forward_params(self, params: Any, state: Any) -> Any:
         return params
 
     def overrides(self, state: Any) -> dict[str, Any]:
         return {}
 
-    def loss(self, student: Any, teacher: Any, batch: dict, state: Any):
+    def eval_overrides(self, state: Any) -> dict[str, Any]:
+        return self.overrides(state)
+
+    def observed(self, overrides: dict[str, Any]) -> Any:
+        return {}
+
+    def observe(self, state: Any, observed: Any) -> Any:
+        return state
+
+    def calibration_batches(self) -> int:
+        return 0
+
+    def loss(self, student: Any, teacher: Any, batch: dict, state: Any, params: Any = None):
         return jnp.zeros((), jnp.float32), {}
+
+    def observe_loss(self, state: Any, metrics: dict) -> Any:
+        return state
 
     def wrap_optimizer(
         self, tx: optax.GradientTransformation, params: Any
@@ -77,24 +105,47 @@ class Composed(Method):
     def init(self, params, rng):
         return tuple(m.init(params, rng) for m in self.methods)
 
+    def init_params(self, params, rng):
+        for method in self.methods:
+            params = method.init_params(params, rng)
+        return params
+
     def forward_params(self, params, state):
         for method, substate in zip(self.methods, state, strict=True):
             params = method.forward_params(params, substate)
         return params
 
     def overrides(self, state):
+        return self._merge_overrides(state, lambda m, s: m.overrides(s))
+
+    def eval_overrides(self, state):
+        return self._merge_overrides(state, lambda m, s: m.eval_overrides(s))
+
+    def _merge_overrides(self, state, get):
         merged: dict[str, Any] = {}
         for method, substate in zip(self.methods, state, strict=True):
-            for key, value in method.overrides(substate).items():
+            for key, value in get(method, substate).items():
                 if key in merged:
                     raise ValueError(f"two methods set the model override {key!r}")
                 merged[key] = value
         return merged
 
-    def loss(self, student, teacher, batch, state):
+    def observed(self, overrides):
+        return tuple(m.observed(overrides) for m in self.methods)
+
+    def observe(self, state, observed):
+        return tuple(m.observe(s, o) for m, s, o in zip(self.methods, state, observed, strict=True))
+
+    def calibration_batches(self):
+        return max((m.calibration_batches() for m in self.methods), default=0)
+
+    def observe_loss(self, state, metrics):
+        return tuple(m.observe_loss(s, metrics) for m, s in zip(self.methods, state, strict=True))
+
+    def loss(self, student, teacher, batch, state, params=None):
         total, metrics = jnp.zeros((), jnp.float32), {}
         for method, substate in zip(self.methods, state, strict=True):
-            value, extra = method.loss(student, teacher, batch, substate)
+            value, extra = method.loss(student, teacher, batch, substate, params)
             total = total + value
             metrics.update(extra)
         return total, metrics

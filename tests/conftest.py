@@ -20,7 +20,7 @@ def teacher_dir():
     return TEACHER
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shrink(teacher_dir):
     """Makes a `smoke` config tiny: real tokenizer, 32 train / 16 eval examples, length 32."""
 

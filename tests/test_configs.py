@@ -27,3 +27,13 @@ def test_finetune_config_smoke_and_locking():
     config.lock()
     with pytest.raises(AttributeError):
         config.train.learning_rat = 1.0
+
+
+def test_quant_configs_default_to_ema_qat_and_calibrated_ptq():
+    from configs import quant_ptq, quant_qat
+
+    qat = quant_qat.get_config("task=mrpc").quant
+    assert qat.activation_ranges == "ema" and qat.calibration == ""
+    ptq = quant_ptq.get_config("task=mrpc,calibration=mse,batches=4,wbits=4")
+    assert ptq.train.num_epochs == 0 and ptq.method == "quant_ptq_w4a8_mse"
+    assert (ptq.quant.calibration, ptq.quant.calibration_batches) == ("mse", 4)

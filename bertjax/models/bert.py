@@ -16,6 +16,11 @@ Overrides used by compression methods (all optional):
   layers    tuple    indices of the layers that run, in order (layer dropping)
   dot_general        replaces `jax.lax.dot_general` in every Dense layer and in
                      both attention matmuls (activation quantization)
+  replace   (modules, use_successor)  module replacing (BERT-of-Theseus): `modules` is a
+                     tuple of layer-index tuples; module m runs either those layers or the
+                     single successor layer `encoder/successor/{m}`, as the traced bool
+                     `use_successor[m]` says (`nn.cond`: only one branch runs). Replaced
+                     modules collect no per-layer intermediates.
 """
 
 from collections.abc import Callable, Sequence
@@ -217,11 +222,32 @@ class LayerStack(BertModule):
 
 
 class Encoder(BertModule):
-    """HF `encoder`: holds the layer stack under `encoder/layer/{i}`."""
+    """HF `encoder`: the layer stack under `encoder/layer/{i}`; with `replace`, the
+    Theseus successors under `encoder/successor/{m}`."""
 
     @nn.compact
-    def __call__(self, x, mask_bias, **kwargs):
-        return LayerStack(**self.kwargs(), name="layer")(x, mask_bias, **kwargs)
+    def __call__(self, x, mask_bias, *, replace=None, **kwargs):
+        if replace is None:
+            return LayerStack(**self.kwargs(), name="layer")(x, mask_bias, **kwargs)
+        modules, use_successor = replace
+        stack = LayerStack(**self.kwargs(), name="layer")
+        successors = LayerStack(**self.kwargs(), name="successor")
+        deterministic, dot_general = kwargs["deterministic"], kwargs["dot_general"]
+        run = dict(deterministic=deterministic, head_mask=None, ffn_mask=None, collect=())
+
+        for m, layers in enumerate(modules):
+            x = nn.cond(
+                use_successor[m],
+                lambda _, y, m=m: successors(
+                    y, mask_bias, layers=(m,), **run, dot_general=dot_general
+                )[0],
+                lambda _, y, layers=layers: stack(
+                    y, mask_bias, layers=layers, **run, dot_general=dot_general
+                )[0],
+                self,
+                x,
+            )
+        return x, {}
 
 
 class Pooler(BertModule):
@@ -252,6 +278,7 @@ class BertEncoder(BertModule):
         ffn_mask=None,
         layers: Sequence[int] | None = None,
         dot_general: DotGeneral | None = None,
+        replace=None,
     ):
         cfg = self.config
         unknown = set(collect) - set(COLLECTABLE)
@@ -281,6 +308,7 @@ class BertEncoder(BertModule):
             ffn_mask=ffn_mask,
             dot_general=dot_general,
             collect=tuple(collect),
+            replace=replace,
         )
         inter.update(layer_inter)
         outputs = {"last_hidden_state": x}

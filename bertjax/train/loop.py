@@ -20,13 +20,15 @@ from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
 from bertjax import models, paths
+from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
-from bertjax.train import checkpoint, loyalty, steps, writers
+from bertjax.train import calibration, checkpoint, loyalty, steps, writers
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import metrics as metrics_lib
 from bertjax.train.method_config import build_method
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
+from methods.pruning.layer_drop import LayerDrop
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,32 @@ def build_model(config: ConfigDict, task: tasks.Task):
         seed=config.train.seed,
         **overrides,
     )
+    keep = tuple(config.model.get("keep_layers", ()) or ())
+    if not keep and config.model.get("truncate_to", 0):
+        keep = spaced_layers(model.config.num_hidden_layers, config.model.truncate_to)
+    if keep:  # DistilBERT-style student: a subset of a (teacher's) layers, renumbered
+        model, params = truncate(model, params, keep)
     return model, params, tok, tokenizer_source
+
+
+def spaced_layers(num_layers: int, keep: int) -> tuple[int, ...]:
+    """`keep` evenly spaced layers from the bottom: round(i * L / keep) (every other for L/2)."""
+    if not 1 <= keep <= num_layers:
+        raise ValueError(f"model.truncate_to must be in 1..{num_layers}, got {keep}")
+    return tuple(round(i * num_layers / keep) for i in range(keep))
+
+
+def truncate(model, params, keep: tuple[int, ...]):
+    """`(model, params)` keeping only layers `keep` (0-based, in order), renumbered."""
+    num_layers = model.config.num_hidden_layers
+    if not keep or any(not 0 <= i < num_layers for i in keep) or len(set(keep)) != len(keep):
+        raise ValueError(f"model.keep_layers {keep} must be distinct layers of 0..{num_layers - 1}")
+    if list(keep) != sorted(keep):
+        raise ValueError(f"model.keep_layers {keep} must be increasing")
+    dropped = tuple(i for i in range(num_layers) if i not in keep)
+    drop = LayerDrop(num_layers=num_layers, strategy="explicit", layers_to_drop=dropped)
+    params, config = drop.finalize(params, None, model.config)
+    return model.clone(config=config), params
 
 
 def load_data(config: ConfigDict, task: tasks.Task, tok):
@@ -126,13 +153,16 @@ def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh)
     }
 
 
-def count_params(params) -> dict[str, int]:
-    leaves = jax.tree_util.tree_leaves(jax.device_get(params))
-    return {
-        "params": int(sum(x.size for x in leaves)),
-        "nonzero_params": int(sum(np.count_nonzero(x) for x in leaves)),
-        "bytes": int(sum(x.nbytes for x in leaves)),
-    }
+def _loggable(values: dict) -> dict:
+    """Step metrics for the log: scalars as floats, small arrays (EMD flows) as lists."""
+    out = {}
+    for key, value in values.items():
+        value = np.asarray(value)
+        if value.ndim == 0:
+            out[key] = float(value)
+        elif value.size <= 1024:
+            out[key] = np.round(value.astype(np.float64), 6).tolist()
+    return out
 
 
 def _check_finite(history: list[tuple[int, dict]]) -> None:
@@ -156,10 +186,24 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     for size in (config.train.batch_size, config.train.eval_batch_size):
         mesh_lib.check_batch_size(size, mesh)
     steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
-    total_steps = max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
-    method = build_method(config, total_steps, model.config, regression=task.is_regression)
+    if config.train.num_epochs < 0:
+        raise ValueError(f"train.num_epochs must be >= 0, got {config.train.num_epochs}")
+    # 0 epochs: no training (post-training quantization); schedules still span one step.
+    total_steps = math.ceil(config.train.num_epochs * steps_per_epoch)
+    config, calibration_report = calibration.resolve_layer_drop(
+        config, model, params, train_data, mesh
+    )
     teacher, teacher_params = load_teacher(config, task, mesh)
-    tx = method.wrap_optimizer(make_optimizer(config.train, total_steps), params)
+    method = build_method(
+        config,
+        max(total_steps, 1),
+        model.config,
+        regression=task.is_regression,
+        teacher=teacher.config if teacher else None,
+    )
+    # Method-owned trainable params (distillation projections, Theseus successors).
+    params = method.init_params(params, jax.random.fold_in(jax.random.key(config.train.seed), 2))
+    tx = method.wrap_optimizer(make_optimizer(config.train, max(total_steps, 1)), params)
     method_state = method.init(params, jax.random.fold_in(jax.random.key(config.train.seed), 1))
     state = TrainState.create(params, tx, config.train.seed, method_state=method_state)
     state = mesh_lib.replicate(state, mesh)
@@ -169,6 +213,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    fresh = manager.latest_step() is None  # a resumed run restores its calibrated state
     state = checkpoint.restore_latest(manager, state)
     start_step = int(jax.device_get(state.step))
     writer = writers.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
@@ -181,6 +226,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         model, regression=task.is_regression, method=method, teacher=teacher
     )
     eval_step = steps.make_eval_step(model, method=method)
+    if fresh and method.calibration_batches():
+        state = calibration.calibrate(
+            model,
+            method,
+            state,
+            train_data,
+            config.train.batch_size,
+            config.train.seed,
+            mesh,
+            desc=f"{task.name} calibrate",
+            disable=not is_main,
+        )
+        checkpoint.save(manager, state, force=True)  # so that a rerun does not recalibrate
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -215,8 +273,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
                 last = history[-1][1]
                 writer.write(
                     step,
-                    loss=float(last["loss"]),
-                    grad_norm=float(last["grad_norm"]),
+                    **_loggable(last),
                     examples_per_second=rate,
                     elapsed_seconds=elapsed,
                     epoch=step / steps_per_epoch,
@@ -264,8 +321,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         "method": config.method,
         "metrics": eval_metrics,
         "main_metric": task.main_metric,
-        **count_params(final_params),
+        **model_size(final_params),
         **method.report(jax.device_get(state.params), jax.device_get(state.method_state)),
+        **calibration_report,
         "train_seconds": round(elapsed, 2),
         "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
         "steps": total_steps,

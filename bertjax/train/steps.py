@@ -36,7 +36,8 @@ def train_step_fn(
     """The pure `train_step(state, batch[, teacher_params]) -> (state, metrics)`, not jitted.
 
     The compression `method` decides what the model sees (`forward_params`,
-    `overrides`), adds loss terms, and updates its state after the gradient;
+    `overrides`), adds loss terms, folds in what its overrides observed
+    (`observe`, e.g. activation ranges), and updates its state after the gradient;
     gradients flow to the raw `state.params` (straight through any mask).
     With a `teacher` model, its params are an argument of the step, held under
     `stop_gradient`, and `method.loss` receives the teacher's `(outputs, inter)`.
@@ -55,25 +56,30 @@ def train_step_fn(
 
         def loss_fn(params):
             seen = method.forward_params(params, state.method_state)
+            overrides = method.overrides(state.method_state)
             outputs, inter = model.apply(
                 {"params": seen},
                 *inputs,
                 deterministic=False,
                 rngs={"dropout": dropout_rng},
                 collect=collect,
-                **method.overrides(state.method_state),
+                **overrides,
             )
             loss = task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
             extra, extra_metrics = method.loss(
-                (outputs, inter), teacher_view, batch, state.method_state
+                (outputs, inter), teacher_view, batch, state.method_state, params
             )
             total = method.hard_loss_weight() * loss + extra
-            return total, {"task_loss": loss, **extra_metrics}
+            # What the overrides recorded during this trace (e.g. activation ranges).
+            observed = method.observed(overrides)
+            return total, ({"task_loss": loss, **extra_metrics}, observed)
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (aux, observed)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        method_state = method.update(params, grads, state.method_state, state.step + 1)
+        method_state = method.observe(state.method_state, jax.lax.stop_gradient(observed))
+        method_state = method.observe_loss(method_state, jax.lax.stop_gradient(aux))
+        method_state = method.update(params, grads, method_state, state.step + 1)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
@@ -102,7 +108,7 @@ def make_eval_step(model, *, method: Method | None = None) -> Callable:
         outputs, _ = model.apply(
             {"params": seen},
             *(batch[k] for k in MODEL_INPUTS),
-            **method.overrides(method_state),
+            **method.eval_overrides(method_state),
         )
         return outputs["logits"].astype(jnp.float32)
 

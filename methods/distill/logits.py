@@ -41,7 +41,7 @@ class LogitDistillation(Method):
     def hard_loss_weight(self):
         return 1.0 - self.alpha
 
-    def loss(self, student, teacher, batch, state):
+    def loss(self, student, teacher, batch, state, params=None):
         if teacher is None:
             raise ValueError("logit distillation needs a teacher (config.teacher)")
         s = student[0]["logits"].astype(jnp.float32)

@@ -6,8 +6,10 @@ Strategies for dropping `drop` of `num_layers` layers (0-based indices):
              (L-1, L-3, ...) positions
   symmetric  `drop` layers from the middle, keeping the top and bottom ones
   contribution  the layers whose output is most similar to their input
-             (cosine over real tokens; `contribution_ranking` computes it
-             from collected hidden states and gives `explicit` indices)
+             (cosine over real tokens; `layer_similarity` computes it from
+             collected hidden states, `least_contributing` picks the layers;
+             the train loop averages it over calibration batches and builds
+             the method with `explicit` indices)
   explicit   `layers_to_drop` as given
 The model runs only the kept layers (the `layers` override); `finalize`
 removes the others and renumbers.
@@ -51,9 +53,10 @@ def dropped_layers(
     return tuple(sorted(set(chosen)))
 
 
-def contribution_ranking(inter: dict, attention_mask: jax.Array, num_layers: int) -> np.ndarray:
-    """Layers ordered from least to most contributing: mean cosine similarity
-    of each layer's input and output over real tokens (higher = less change)."""
+def layer_similarity(inter: dict, attention_mask: jax.Array, num_layers: int) -> jax.Array:
+    """[num_layers] mean cosine similarity of each layer's input and output over real
+    tokens (higher = the layer changes its input less). `inter` needs `embeddings`
+    and `hidden/{i}` [B, T, H]; `attention_mask` [B, T]."""
     mask = attention_mask.astype(jnp.float32)
     similarity = []
     for i in range(num_layers):
@@ -62,8 +65,19 @@ def contribution_ranking(inter: dict, attention_mask: jax.Array, num_layers: int
         cos = jnp.sum(before * after, -1) / (
             jnp.linalg.norm(before, axis=-1) * jnp.linalg.norm(after, axis=-1) + 1e-12
         )
-        similarity.append(jnp.sum(cos * mask) / jnp.sum(mask))
-    return np.argsort(-np.asarray(similarity), kind="stable")
+        similarity.append(jnp.sum(cos * mask) / jnp.maximum(jnp.sum(mask), 1.0))
+    return jnp.stack(similarity)
+
+
+def contribution_ranking(inter: dict, attention_mask: jax.Array, num_layers: int) -> np.ndarray:
+    """Layers ordered from least to most contributing (see `layer_similarity`)."""
+    similarity = np.asarray(layer_similarity(inter, attention_mask, num_layers))
+    return np.argsort(-similarity, kind="stable")
+
+
+def least_contributing(similarity: np.ndarray, drop: int) -> tuple[int, ...]:
+    """Sorted indices of the `drop` layers of highest similarity (ties: lower index)."""
+    return tuple(sorted(int(i) for i in np.argsort(-np.asarray(similarity), kind="stable")[:drop]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,4 +118,6 @@ class LayerDrop(Method):
         return params, config
 
     def report(self, params, state):
-        return {"layers_kept": list(self.kept)}
+        kept = self.kept
+        dropped = [i for i in range(self.num_layers) if i not in kept]
+        return {"layers_kept": list(kept), "layers_dropped": dropped}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue-4 results grid on one task: students of N = 3 and 2 layers distilled from the
+# fine-tuned teacher (runs/teacher/<task>/export, see teacher_runs.sh). Every student starts
+# from the teacher's layers (DistilBERT-style: layers round(i * 6 / N)), except Theseus
+# whose successors start as copies of the teacher's first N layers (the authors' code).
+# All runs: $EPOCHS epochs (default 2), default lr 1e-4, seed 0; loyalty to the teacher.
+# Resumable: runs with a results.json are skipped.
+#   bash benchmarks/distill_grid.sh [TASK] [RUNS_DIR] [N...]
+set -eu
+task=${1:-mrpc}
+runs=${2:-runs/distill/$task}
+shift $(( $# > 2 ? 2 : $# )) || true
+sizes=${*:-3 2}
+teacher=${TEACHER:-$(pwd)/runs/teacher/$task/export}
+[ -d "$teacher" ] || { echo "no teacher export at $teacher (run benchmarks/teacher_runs.sh)"; exit 2; }
+mkdir -p "$runs"
+
+run() {  # run NAME CONFIG[:ARGS] [FLAGS...]
+  local name=$1 config=$2; shift 2
+  [ -f "$runs/$name/results.json" ] && return 0
+  echo "$(date +%T) $name"
+  python -m bertjax.main --config="$config" --config.teacher="$teacher" \
+    --config.train.num_epochs="${EPOCHS:-2}" --config.checkpoint.every_steps=50 \
+    --workdir="$runs/$name" "$@" > "$runs/$name.log" 2>&1 || echo "  FAILED (see $runs/$name.log)"
+}
+
+common="task=$task,teacher=$teacher"
+for n in $sizes; do
+  run "l$n-alone" "configs/finetune.py:model=$teacher,task=$task" --config.model.truncate_to="$n"
+  run "l$n-kd" "configs/distill_kd.py:$common,student=teacher:$n"
+  for map in uniform top bottom; do
+    run "l$n-tinybert-$map" "configs/distill_tinybert.py:$common,student=teacher:$n,map=$map"
+  done
+  run "l$n-emd" "configs/distill_emd.py:$common,student=teacher:$n"
+  run "l$n-theseus" "configs/distill_theseus.py:$common,successors=$n"
+done
+python -m bertjax.report "$runs" --reference "$(dirname "$teacher")" || true

@@ -1,0 +1,235 @@
+"""Inference latency and size of (compressed) bertjax models, side by side with PyTorch.
+
+Each DIR (HF layout, e.g. a run's `export/`, or a name under $BERTJAX_MODELS)
+gets bertjax's jitted fp32 eval forward, with its own head if it has one, on a
+fixed random batch [B, T] with a full attention mask. `--torch DIR` adds
+transformers' fp32 PyTorch model of DIR (`BertForSequenceClassification` for a
+classifier, else `BertModel`), run under `torch.inference_mode`, as the
+baseline. At each batch size every model is warmed up (jit compilation is not
+timed), then timed one call at a time round-robin (`bertjax.bench.interleave`);
+best and median per call are reported, and speed-ups from the best times.
+
+  python benchmarks/latency.py runs/mrpc/export runs/mrpc-mov90/export \
+      --torch runs/mrpc/export --batch 1 32 --seq 128 --repeats 20 --json runs/latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bertjax import bench  # noqa: E402
+from bertjax.models.checkpoints import read_state_dict  # noqa: E402
+
+
+def torch_forward(
+    directory: Path, batch_size: int, seq_len: int, seed: int = 0
+) -> tuple[Callable[[], Any], dict[str, int]]:
+    """`(run, size)`: one fp32 PyTorch inference call on `bench.random_batch`, and its size.
+
+    Raises RuntimeError when any encoder weight did not load from `directory`.
+    """
+    import torch
+    import transformers
+
+    head = bench.checkpoint_head(directory)
+    has_pooler = any(".pooler." in f".{key}" for key in read_state_dict(directory))
+    if head:
+        cls, kwargs = transformers.BertForSequenceClassification, {}
+    else:  # as bertjax does, run the pooler only when the checkpoint has one
+        cls, kwargs = transformers.BertModel, {"add_pooling_layer": has_pooler}
+    model, info = cls.from_pretrained(
+        str(directory), dtype=torch.float32, output_loading_info=True, **kwargs
+    )
+    missing = [k for k in info["missing_keys"] if has_pooler or "pooler." not in k]
+    if missing or info.get("mismatched_keys"):
+        raise RuntimeError(
+            f"{directory}: weights did not load into {cls.__name__}: missing={missing[:5]}, "
+            f"mismatched={info.get('mismatched_keys')}"
+        )
+    model.eval()
+    batch = {
+        name: torch.from_numpy(value).long()
+        for name, value in bench.random_batch(
+            model.config.vocab_size, batch_size, seq_len, seed
+        ).items()
+    }
+    output = "logits" if head else "last_hidden_state"
+
+    @torch.inference_mode()
+    def run():
+        return model(**batch)[output]
+
+    size = bench.model_size({n: p.detach().numpy() for n, p in model.named_parameters()})
+    return run, size
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(threads: int | None, use_torch: bool) -> int:
+    """Pins this process to `threads` cores (both frameworks) and sets torch's thread count.
+
+    None: every core this process may use. Returns the count.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    threads = threads or len(cores)
+    if threads < len(cores):
+        os.sched_setaffinity(0, cores[:threads])
+    if use_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    return threads
+
+
+def measure(
+    dirs: list[Path],
+    torch_dir: Path | None,
+    batch_sizes: list[int],
+    seq_len: int,
+    *,
+    warmup: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """One result row per model and batch size (torch baseline first), speed-ups filled in."""
+    loaded = {str(d): bench.load_model(d) for d in dirs}
+    rows = []
+    for batch_size in batch_sizes:
+        candidates, sizes, heads = {}, {}, {}
+        if torch_dir is not None:
+            name = f"torch:{torch_dir}"
+            candidates[name], sizes[name] = torch_forward(torch_dir, batch_size, seq_len)
+            heads[name] = bench.checkpoint_head(torch_dir)
+        for name, (model, params) in loaded.items():
+            candidates[name] = bench.make_forward(model, params, batch_size, seq_len)
+            sizes[name], heads[name] = bench.model_size(params), model.head
+        times = bench.interleave(candidates, warmup=warmup, repeats=repeats)
+        batch_rows = [
+            {
+                "model": name,
+                "framework": "torch" if name.startswith("torch:") else "bertjax",
+                "head": heads[name],
+                "batch": batch_size,
+                "seq": seq_len,
+                **sizes[name],
+                **bench.summarize(times[name]),
+                "times_ms": [1e3 * t for t in times[name]],
+            }
+            for name in candidates
+        ]
+        first_jax = next(r for r in batch_rows if r["framework"] == "bertjax")
+        for row in batch_rows:
+            row["speedup_vs_first"] = first_jax["best_ms"] / row["best_ms"]
+            if torch_dir is not None:
+                row["speedup_vs_torch"] = batch_rows[0]["best_ms"] / row["best_ms"]
+        rows += batch_rows
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], has_torch: bool) -> None:
+    """A markdown table of the rows; speed-ups are ratios of best times."""
+    columns = "| model | batch | params | nonzero | MB | best ms | median ms |"
+    print(columns + (" vs torch |" if has_torch else "") + " vs first |")
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_torch else "") + "---:|")
+    for row in rows:
+        line = (
+            f"| {row['model']} | {row['batch']} | {row['params']:,} | {row['nonzero_params']:,}"
+            f" | {row['bytes'] / 1e6:.1f} | {row['best_ms']:.2f} | {row['median_ms']:.2f} |"
+        )
+        if has_torch:
+            line += f" {row['speedup_vs_torch']:.2f}x |"
+        print(line + f" {row['speedup_vs_first']:.2f}x |")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parses flags, measures, prints the table and writes `--json`; returns the rows."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="bertjax checkpoint dirs")
+    parser.add_argument("--torch", metavar="DIR", help="PyTorch baseline checkpoint dir")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per model")
+    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--json", metavar="OUT", type=Path, help="write the rows here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 1 or min(args.batch) < 1 or args.seq < 1:
+        parser.error("--repeats, --warmup, --batch and --seq must be >= 1")
+    try:
+        dirs = [bench.checkpoint_dir(d) for d in args.dirs]
+        torch_dir = bench.checkpoint_dir(args.torch) if args.torch else None
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    if torch_dir is not None:
+        try:
+            import transformers
+
+            # The load check in torch_forward replaces transformers' load report.
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+        except ImportError:
+            parser.error("--torch needs torch and transformers installed")
+    threads = set_threads(args.threads, use_torch=torch_dir is not None)
+    load = os.getloadavg()[0]
+    if load > 0.5 * threads:
+        # Interleaving spreads noise, but frameworks suffer unequally from contention:
+        # torch's OpenMP threads busy-wait at barriers and slow down many-fold.
+        print(
+            f"warning: load average {load:.1f} on {threads} core(s): other jobs are running, "
+            "times are not comparable to an idle machine's",
+            file=sys.stderr,
+        )
+    try:
+        rows = measure(
+            dirs, torch_dir, args.batch, args.seq, warmup=args.warmup, repeats=args.repeats
+        )
+    except (ValueError, RuntimeError) as err:
+        parser.error(str(err))
+    versions = {"jax": jax.__version__}
+    if torch_dir is not None:
+        import torch
+        import transformers
+
+        versions.update(torch=torch.__version__, transformers=transformers.__version__)
+    setup = {
+        "seq": args.seq,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "threads": threads,
+        "load_average_at_start": load,
+        "device": str(jax.devices()[0].device_kind),
+        "cpu": cpu_name(),
+        "versions": versions,
+    }
+    print(
+        f"fp32 inference, seq {args.seq}, {threads} thread(s), {setup['device']}, "
+        f"best/median of {args.repeats} interleaved calls, {args.warmup} warm-up"
+    )
+    print_table(rows, torch_dir is not None)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

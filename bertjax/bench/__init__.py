@@ -1,0 +1,29 @@
+"""Latency and size measurement of (compressed) models."""
+
+from bertjax.bench.latency import (
+    Forward,
+    build_forward,
+    checkpoint_dir,
+    checkpoint_head,
+    interleave,
+    load_model,
+    make_forward,
+    model_size,
+    random_batch,
+    summarize,
+    time_fn,
+)
+
+__all__ = [
+    "Forward",
+    "build_forward",
+    "checkpoint_dir",
+    "checkpoint_head",
+    "interleave",
+    "load_model",
+    "make_forward",
+    "model_size",
+    "random_batch",
+    "summarize",
+    "time_fn",
+]

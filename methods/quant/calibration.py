@@ -1,0 +1,133 @@
+"""Static activation ranges: one tensor's range statistic, and how statistics fold over batches.
+
+A quantization site (one activation operand of one matmul) keeps a range
+`[lo, hi]` in the method state, with `count`, the number of batches folded
+into it. The statistic of one batch's tensor `x` (per tensor, over every
+element, padding positions included, as the quantizer sees them):
+
+  minmax      (min x, max x)
+  percentile  (P(100 - p), P(p)) of x's values, p = 99.99 by default: the
+              clip that Wu et al. 2020 ("Integer quantization for deep
+              learning inference") found best or near best for BERT among
+              99.9 .. 99.9999; about 1 value in 10^4 is clipped at each end
+  mse         (f min x, f max x) with the fraction f of `MSE_FRACTIONS` whose
+              fake-quant grid minimises mean((fake_quant(x) - x)^2) at the
+              chosen bits: clipping outliers buys a finer grid for the rest
+
+Folding batch statistics into the state (`fold`):
+  calibration (the first `calibration_batches` batches a site sees):
+              minmax keeps the running min and max; percentile and mse
+              average the per-batch ranges
+  ema         afterwards, with EMA ranges (Q8BERT, Zafrir et al. 2019):
+              range <- decay * range + (1 - decay) * batch min/max,
+              started from the first batch's min/max
+  frozen      otherwise: calibrated ranges no longer change
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from methods.quant.fake_quant import QuantSpec, fake_quant
+
+CALIBRATIONS = ("minmax", "percentile", "mse")
+# Candidate clip fractions of the tensor's min/max for "mse": 0.02, 0.04, ..., 1.0.
+MSE_FRACTIONS = tuple(float(f) for f in np.linspace(0.02, 1.0, 50))
+
+
+def minmax_range(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(min, max)` of every element of `x`, as float32 scalars."""
+    x = x.astype(jnp.float32)
+    return jnp.min(x), jnp.max(x)
+
+
+def percentile_range(x: jax.Array, percentile: float = 99.99) -> tuple[jax.Array, jax.Array]:
+    """`(P(100 - percentile), P(percentile))` of `x`'s values (linear interpolation)."""
+    lo, hi = jnp.percentile(
+        x.astype(jnp.float32).reshape(-1), jnp.asarray([100.0 - percentile, percentile])
+    )
+    return lo, hi
+
+
+def mse_errors(x: jax.Array, spec: QuantSpec, fractions=MSE_FRACTIONS) -> jax.Array:
+    """[len(fractions)] mean squared fake-quant error of `x` with the range `f * (min, max)`.
+
+    Candidates run one after another (`lax.map`), so memory stays that of one `x`.
+    """
+    x = x.astype(jnp.float32)
+    lo, hi = minmax_range(x)
+
+    def error(fraction):
+        return jnp.mean(jnp.square(fake_quant(x, spec, fraction * lo, fraction * hi) - x))
+
+    return jax.lax.map(error, jnp.asarray(fractions, jnp.float32))
+
+
+def mse_range(
+    x: jax.Array, spec: QuantSpec, fractions=MSE_FRACTIONS
+) -> tuple[jax.Array, jax.Array]:
+    """`f * (min x, max x)` for the candidate `f` of least fake-quant MSE (see `mse_errors`)."""
+    lo, hi = minmax_range(x)
+    best = jnp.asarray(fractions, jnp.float32)[jnp.argmin(mse_errors(x, spec, fractions))]
+    return best * lo, best * hi
+
+
+def batch_range(
+    x: jax.Array, calibration: str, spec: QuantSpec, percentile: float = 99.99
+) -> tuple[jax.Array, jax.Array]:
+    """The range statistic of one batch's tensor for a calibration kind (see the module doc)."""
+    if calibration == "minmax":
+        return minmax_range(x)
+    if calibration == "percentile":
+        return percentile_range(x, percentile)
+    if calibration == "mse":
+        return mse_range(x, spec)
+    raise ValueError(f"unknown calibration {calibration!r}; known: {CALIBRATIONS}")
+
+
+def empty_ranges(num_sites: int) -> dict[str, jax.Array]:
+    """State of `num_sites` sites that have seen no batch: `lo`, `hi` [S] float32, `count` [S]."""
+    return {
+        "lo": jnp.zeros((num_sites,), jnp.float32),
+        "hi": jnp.zeros((num_sites,), jnp.float32),
+        "count": jnp.zeros((num_sites,), jnp.int32),
+    }
+
+
+def fold(
+    ranges: dict[str, jax.Array],
+    observed: dict[str, jax.Array],
+    *,
+    calibration: str,
+    calibration_batches: int,
+    ema_decay: float | None,
+) -> dict[str, jax.Array]:
+    """`ranges` with one batch's per-site statistics folded in.
+
+    `observed`: `lo`, `hi` [S] (the batch statistic of each site) and
+    `present` [S] bool (sites that ran; the others are left as they are).
+    A site with `count < calibration_batches` calibrates; after that it
+    follows an EMA when `ema_decay` is set, and is frozen otherwise.
+    """
+    lo, hi, count = ranges["lo"], ranges["hi"], ranges["count"]
+    new_lo, new_hi, present = observed["lo"], observed["hi"], observed["present"]
+    first = count == 0
+    if calibration == "minmax":
+        calibrated_lo = jnp.where(first, new_lo, jnp.minimum(lo, new_lo))
+        calibrated_hi = jnp.where(first, new_hi, jnp.maximum(hi, new_hi))
+    else:  # running mean of the per-batch ranges
+        weight = 1.0 / (count + 1).astype(jnp.float32)
+        calibrated_lo = lo + weight * (new_lo - lo)
+        calibrated_hi = hi + weight * (new_hi - hi)
+    if ema_decay is None:
+        moving_lo, moving_hi = lo, hi
+    else:
+        moving_lo = jnp.where(first, new_lo, ema_decay * lo + (1 - ema_decay) * new_lo)
+        moving_hi = jnp.where(first, new_hi, ema_decay * hi + (1 - ema_decay) * new_hi)
+    calibrating = count < calibration_batches
+    changes = present & (calibrating | (ema_decay is not None))
+    return {
+        "lo": jnp.where(present & calibrating, calibrated_lo, jnp.where(present, moving_lo, lo)),
+        "hi": jnp.where(present & calibrating, calibrated_hi, jnp.where(present, moving_hi, hi)),
+        "count": jnp.where(changes, count + 1, count),
+    }

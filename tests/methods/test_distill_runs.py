@@ -1,0 +1,68 @@
+"""Distillation configs end to end on tiny models: KD, TinyBERT, BERT-EMD, Theseus."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertjax import models
+from bertjax.train import loop
+from configs import distill_emd, distill_kd, distill_theseus, distill_tinybert, finetune
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, shrink):
+    """A 4-layer, 256-wide teacher fine-tuned for a few steps on SST-2."""
+    workdir = tmp_path_factory.mktemp("teacher")
+    loop.train_and_evaluate(shrink(finetune.get_config("model=mini,task=sst2,smoke=True")), workdir)
+    return str(workdir / "export")
+
+
+def _run(module, arg, teacher, workdir, shrink):
+    config = shrink(module.get_config(f"{arg},teacher={teacher},task=sst2,smoke=True"))
+    results = loop.train_and_evaluate(config, workdir)
+    assert json.loads((workdir / "results.json").read_text())["method"] == config.method
+    assert 0.0 <= results["label_loyalty"] <= 1.0
+    return results, models.load_pretrained(workdir / "export")
+
+
+def test_truncated_student_kd(tmp_path, tiny_teacher, shrink):
+    results, (model, params) = _run(distill_kd, "student=teacher:2", tiny_teacher, tmp_path, shrink)
+    assert model.config.num_hidden_layers == 2
+    teacher, teacher_params = models.load_pretrained(tiny_teacher)
+    # DistilBERT-style init copied teacher layers 0 and 2 (then trained: same shapes).
+    assert (
+        params["bert"]["encoder"]["layer"]["1"]["attention"]["self"]["query"]["kernel"].shape
+        == teacher_params["bert"]["encoder"]["layer"]["2"]["attention"]["self"]["query"][
+            "kernel"
+        ].shape
+    )
+
+
+def test_tinybert_narrow_student_gets_a_projection_that_is_not_exported(
+    tmp_path, tiny_teacher, shrink
+):
+    results, (model, params) = _run(
+        distill_tinybert, "student=tiny,map=top", tiny_teacher, tmp_path, shrink
+    )
+    assert model.config.hidden_size == 128 and "distill" not in params
+    assert results["layer_map"] == [[0, 2], [1, 3]]
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
+
+
+def test_emd_run_logs_flows_and_weights(tmp_path, tiny_teacher, shrink):
+    results, (model, _) = _run(distill_emd, "student=teacher:2", tiny_teacher, tmp_path, shrink)
+    assert model.config.num_hidden_layers == 2
+    weights = results["emd_hidden_weights"]
+    assert len(weights["teacher"]) == 4 and len(weights["student"]) == 2
+    assert sum(weights["teacher"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_theseus_run_exports_the_successor_model(tmp_path, tiny_teacher, shrink):
+    results, (model, _) = _run(distill_theseus, "successors=2", tiny_teacher, tmp_path, shrink)
+    assert model.config.num_hidden_layers == 2
+    assert results["successor_layers"] == 2
+    assert (
+        results["params"] < models.load_pretrained(tiny_teacher)[0].config.num_hidden_layers * 10**9
+    )
