@@ -37,15 +37,17 @@ for group in $groups; do
       run "heads-${h#0.}-ffn-5" "configs/prune_structured.py:$from,heads=$h,ffn=0.5" --config.train.num_epochs=1
     done ;;
   layer_drop)  # drop from the fine-tuned teacher, then fine-tune one epoch
-    for d in 2 3; do
-      for st in top bottom even odd symmetric contribution; do
+    for d in ${DROPS:-3 2}; do
+      for st in top bottom contribution symmetric even odd; do
         run "drop$d-$st" "configs/layer_drop.py:$from,drop=$d,strategy=$st" --config.train.num_epochs=1
       done
     done ;;
   quant)
-    run ptq-w8a8 "configs/quant_ptq.py:$from,wbits=8,abits=8"
+    for cal in minmax percentile mse; do  # 16 calibration batches, no training
+      run "ptq-w8a8-$cal" "configs/quant_ptq.py:$from,wbits=8,abits=8,calibration=$cal"
+    done
     run qat-w8a8 "configs/quant_qat.py:$from,wbits=8,abits=8" --config.train.num_epochs=1
-    run qat-w4a8 "configs/quant_qat.py:$from,wbits=4,abits=8" --config.train.num_epochs=2 ;;
+    run qat-w4a8 "configs/quant_qat.py:$from,wbits=4,abits=8" --config.train.num_epochs=1 ;;
   bitfit)  # from the pretrained checkpoint, like the full fine-tune (3 epochs, lr 1e-3)
     LR=1e-3 run bitfit "configs/bitfit.py:task=$task" ;;
   *) echo "unknown group $group"; exit 2 ;;

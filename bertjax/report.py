@@ -43,6 +43,9 @@ COLUMNS = (
     "params",
     "nonzero params",
     "size (MB)",
+    "quantized (MB)",
+    "label loyalty",
+    "prob. loyalty",
     "latency (ms)",
 )
 
@@ -197,6 +200,12 @@ def _megabytes(value: Any) -> str:
     return MISSING if number is None else f"{number / 1e6:.2f}"
 
 
+def _fraction(value: Any) -> str:
+    """A share in [0, 1] to 3 decimals, '-' when absent."""
+    number = _as_number(value)
+    return MISSING if number is None else f"{number:.3f}"
+
+
 def _latency(value: Any) -> str:
     """A latency number, or a dict of named latencies ('b1_s128=3.10, ...')."""
     number = _as_number(value)
@@ -234,6 +243,9 @@ def table_row(row: dict[str, Any]) -> list[str]:
             _count(row.get("params")),
             _count(row.get("nonzero_params")),
             _megabytes(row.get("bytes")),
+            _megabytes(row.get("quantized_bytes")),
+            _fraction(row.get("label_loyalty")),
+            _fraction(row.get("probability_loyalty")),
             _latency(row.get("latency_ms")),
         )
     ]
