@@ -55,10 +55,10 @@ class MagnitudePruning(Method):
     def update(self, params, grads, state, step):
         # `step` counts finished updates; recompute on the schedule's steps.
         masked = mask_lib.apply_masks(params, state["masks"])
-        fresh = self._masks(masked, self.schedule.sparsity(step))
-        recompute = self.schedule.is_update_step(step)
-        masks = jax.tree_util.tree_map(
-            lambda new, old: jax.numpy.where(recompute, new, old), fresh, state["masks"]
+        masks = mask_lib.recompute_on(
+            self.schedule.is_update_step(step),
+            lambda: self._masks(masked, self.schedule.sparsity(step)),
+            state["masks"],
         )
         return {"masks": masks}
 

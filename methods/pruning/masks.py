@@ -14,8 +14,18 @@ def keep_mask(scores: jax.Array, sparsity) -> jax.Array:
     """0/1 mask zeroing exactly floor(sparsity * n) entries with the lowest scores."""
     flat = scores.reshape(-1)
     pruned = jnp.floor(sparsity * flat.size).astype(jnp.int32)
-    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
+    order = jnp.argsort(flat, stable=True)  # one sort; ranks by scatter, not a second sort
+    ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
     return (ranks >= pruned).astype(jnp.float32).reshape(scores.shape)
+
+
+def recompute_on(update_step, compute, old_masks):
+    """`compute()` on the schedule's update steps, else `old_masks`.
+
+    `lax.cond` runs only the taken branch, so the sorts behind a mask cost
+    nothing on the other steps (a `where` would compute them every step).
+    """
+    return jax.lax.cond(update_step, compute, lambda: old_masks)
 
 
 def ones_like_selected(params, selected):

@@ -68,12 +68,12 @@ class MovementPruning(Method):
                 selected,
             )
         else:
-            fresh = mask_lib.compute_masks(
-                scores, selected, self.schedule.sparsity(step), self.scope
-            )
-            recompute = self.schedule.is_update_step(step)
-            masks = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(recompute, new, old), fresh, state["masks"]
+            masks = mask_lib.recompute_on(
+                self.schedule.is_update_step(step),
+                lambda: mask_lib.compute_masks(
+                    scores, selected, self.schedule.sparsity(step), self.scope
+                ),
+                state["masks"],
             )
         return {"scores": scores, "masks": masks}
 
