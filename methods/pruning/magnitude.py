@@ -67,4 +67,7 @@ class MagnitudePruning(Method):
 
     def report(self, params, state):
         selected = mask_lib.select_leaves(params, self.select)
-        return {"sparsity": mask_lib.sparsity_of(state["masks"], selected)}
+        return {
+            "sparsity": mask_lib.sparsity_of(state["masks"], selected),
+            "sparse_bytes": mask_lib.sparse_bytes(params, state["masks"], selected),
+        }

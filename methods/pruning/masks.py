@@ -84,6 +84,27 @@ def sparsity_of(masks, selected) -> float:
     return 1.0 - kept / total
 
 
+def sparse_bytes(params, masks, selected) -> int:
+    """Bytes with selected leaves stored sparse: kept values + a 1-bit-per-weight bitmap.
+
+    Unselected leaves count their dense bytes. This is the size a sparse export
+    would take (bitmap format), reported next to the dense `bytes`.
+    """
+    total = 0
+    for p, mask, on in zip(
+        jax.tree_util.tree_leaves(params),
+        jax.tree_util.tree_leaves(masks),
+        jax.tree_util.tree_leaves(selected),
+        strict=True,
+    ):
+        if on:
+            kept = int(jnp.sum(jnp.broadcast_to(mask, p.shape) != 0))
+            total += kept * p.dtype.itemsize + (p.size + 7) // 8
+        else:
+            total += p.size * p.dtype.itemsize
+    return total
+
+
 def n_of_m_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     """Keeps the `n` highest scores in every group of `m` consecutive inputs (axis 0).
 

@@ -82,4 +82,7 @@ class MovementPruning(Method):
 
     def report(self, params, state):
         selected = mask_lib.select_leaves(params, self.select)
-        return {"sparsity": mask_lib.sparsity_of(state["masks"], selected)}
+        return {
+            "sparsity": mask_lib.sparsity_of(state["masks"], selected),
+            "sparse_bytes": mask_lib.sparse_bytes(params, state["masks"], selected),
+        }

@@ -195,3 +195,11 @@ def test_one_trace_with_every_method_composed():
         state, values = step(state, _batch(i))
     assert np.isfinite(float(values["loss"]))
     assert float(state.method_state[1]["head_mask"].sum()) == 2  # one of two heads per layer
+
+
+def test_sparse_bytes_counts_kept_values_and_a_bitmap():
+    params = {"a": jnp.ones((4, 4)), "b": jnp.ones((3,))}
+    masks = {"a": jnp.asarray(np.eye(4), jnp.float32), "b": jnp.ones(())}
+    selected = {"a": True, "b": False}
+    # 4 kept float32 values + 16 bits of bitmap, plus b's dense 3 x 4 bytes.
+    assert mask_lib.sparse_bytes(params, masks, selected) == 4 * 4 + 2 + 12
