@@ -28,10 +28,11 @@ common="task=$task,teacher=$teacher"
 for n in $sizes; do
   run "l$n-alone" "configs/finetune.py:model=$teacher,task=$task" --config.model.truncate_to="$n"
   run "l$n-kd" "configs/distill_kd.py:$common,student=teacher:$n"
-  for map in uniform top bottom; do
-    run "l$n-tinybert-$map" "configs/distill_tinybert.py:$common,student=teacher:$n,map=$map"
-  done
+  run "l$n-tinybert-uniform" "configs/distill_tinybert.py:$common,student=teacher:$n,map=uniform"
   run "l$n-emd" "configs/distill_emd.py:$common,student=teacher:$n"
   run "l$n-theseus" "configs/distill_theseus.py:$common,successors=$n"
+  for map in top bottom; do
+    run "l$n-tinybert-$map" "configs/distill_tinybert.py:$common,student=teacher:$n,map=$map"
+  done
 done
 python -m bertjax.report "$runs" --reference "$(dirname "$teacher")" || true

@@ -29,7 +29,7 @@ def transformer_block(args: dict, kind: str) -> ml_collections.ConfigDict:
     block.split_fraction = args["split"]
     block.layer_map = "uniform"
     block.explicit_map = ()
-    block.weight_temperature = 1.0
+    block.weight_temperature = 0.0  # EMD layer weights: 0 = plain normalisation, > 0 = softmax
     block.update_weights = True
     return block
 
