@@ -130,11 +130,14 @@ def test_render_markdown_rows_and_missing_fields(runs):
         "22.70M",
         "11.35M",
         "45.40",
-        "-",
+        "-",  # quantized size
+        "-",  # label loyalty
+        "-",  # probability loyalty
+        "-",  # latency
     ]
     reference = [cell.strip() for cell in cells["rte/finetune_l6 (ref)"]]
     assert reference[5] == "100.0"
-    assert reference[9] == "b1_s128=4.00"
+    assert reference[12] == "b1_s128=4.00"
     mrpc = [cell.strip() for cell in cells["mrpc/finetune_l3 (ref)"]]
     assert mrpc[4] == "f1 0.8500"
     assert mrpc[7] == "-"  # no nonzero_params in that results.json
@@ -183,3 +186,25 @@ def test_unreadable_results_are_skipped(runs, capsys):
     (runs / "broken" / "results.json").write_text("{not json")
     assert len(report.gather(runs)) == 4
     assert "skipping" in capsys.readouterr().err
+
+
+def test_quantized_size_and_loyalty_columns(tmp_path):
+    _write(
+        tmp_path,
+        "mrpc/qat",
+        task="mrpc",
+        method="quant_qat_w8a8",
+        metrics={"f1": 0.85},
+        bytes=90_000_000,
+        quantized_bytes=58_650_000,
+        label_loyalty=0.9342,
+        probability_loyalty=0.93411,
+    )
+    row = [
+        cell.strip()
+        for cell in report.render_markdown(report.gather(tmp_path))
+        .splitlines()[2]
+        .strip("|")
+        .split(" | ")
+    ]
+    assert row[9:12] == ["58.65", "0.934", "0.934"]
