@@ -13,16 +13,28 @@ from methods import selectors
 from methods.base import Method
 
 
+def train_labels(params, trainable: tuple[str, ...]):
+    """ "train" on leaves whose path matches a `trainable` regex, else "freeze"."""
+    rules = [(pattern, "train") for pattern in trainable]
+    return selectors.apply_rules(params, rules, default="freeze")
+
+
+def train_only(tx: optax.GradientTransformation, trainable: tuple[str, ...]):
+    """`tx` on the `trainable` leaves; zero updates and no optimizer state elsewhere."""
+    return optax.multi_transform(
+        {"train": tx, "freeze": optax.set_to_zero()}, lambda p: train_labels(p, trainable)
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class BitFit(Method):
     trainable: tuple[str, ...] = (r".*/bias", r"classifier/.*")
 
     def labels(self, params):
-        rules = [(pattern, "train") for pattern in self.trainable]
-        return selectors.apply_rules(params, rules, default="freeze")
+        return train_labels(params, self.trainable)
 
     def wrap_optimizer(self, tx, params):
-        return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, self.labels)
+        return train_only(tx, self.trainable)
 
     def report(self, params, state):
         labels = jax.tree_util.tree_leaves(self.labels(params))

@@ -20,10 +20,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from methods import selectors
 from methods.base import Method
+from methods.bitfit import train_only
 
 SUCCESSOR = r"bert/encoder/successor/.*"
 
@@ -91,10 +90,7 @@ class ModuleReplacing(Method):
         return {**state, "step": jnp.asarray(step, jnp.int32)}
 
     def wrap_optimizer(self, tx, params):
-        labels = lambda p: selectors.apply_rules(  # noqa: E731
-            p, [(pattern, "train") for pattern in self.trainable], default="freeze"
-        )
-        return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+        return train_only(tx, self.trainable)
 
     def finalize(self, params, state, config):
         """The successor-only model: successors become layers 0..n-1."""
