@@ -11,18 +11,8 @@ task=${1:-mrpc}
 runs=${2:-runs/distill/$task}
 shift $(( $# > 2 ? 2 : $# )) || true
 sizes=${*:-3 2}
-teacher=${TEACHER:-$(pwd)/runs/teacher/$task/export}
-[ -d "$teacher" ] || { echo "no teacher export at $teacher (run benchmarks/teacher_runs.sh)"; exit 2; }
-mkdir -p "$runs"
-
-run() {  # run NAME CONFIG[:ARGS] [FLAGS...]
-  local name=$1 config=$2; shift 2
-  [ -f "$runs/$name/results.json" ] && return 0
-  echo "$(date +%T) $name"
-  python -m bertjax.main --config="$config" --config.teacher="$teacher" \
-    --config.train.num_epochs="${EPOCHS:-2}" --config.checkpoint.every_steps=50 \
-    --workdir="$runs/$name" "$@" > "$runs/$name.log" 2>&1 || echo "  FAILED (see $runs/$name.log)"
-}
+grid_flags() { echo "--config.train.num_epochs=${EPOCHS:-2}"; }
+source "$(dirname "$0")/grid_common.sh"
 
 common="task=$task,teacher=$teacher"
 for n in $sizes; do

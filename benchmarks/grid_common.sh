@@ -1,0 +1,17 @@
+# Sourced by the grid scripts after they set `task` and `runs`: checks the teacher export and
+# defines `run NAME CONFIG[:ARGS] [FLAGS...]`, which skips runs that have a results.json,
+# logs to $runs/NAME.log, reports loyalty to the teacher, and adds the flags printed by the
+# script's `grid_flags` function (evaluated per run, so `LR=... run ...` works).
+teacher=${TEACHER:-$(pwd)/runs/teacher/$task/export}
+[ -d "$teacher" ] || { echo "no teacher export at $teacher (run benchmarks/teacher_runs.sh)"; exit 2; }
+mkdir -p "$runs"
+
+run() {
+  local name=$1 config=$2; shift 2
+  [ -f "$runs/$name/results.json" ] && return 0
+  echo "$(date +%T) $name"
+  # shellcheck disable=SC2046  # grid_flags prints plain space-separated flags
+  python -m bertjax.main --config="$config" --config.teacher="$teacher" \
+    --config.checkpoint.every_steps=50 $(grid_flags) --workdir="$runs/$name" "$@" \
+    > "$runs/$name.log" 2>&1 || echo "  FAILED (see $runs/$name.log)"
+}
