@@ -5,7 +5,9 @@
 # knocks a converged model far off, train loss 0.24 -> 0.67 in 20 steps).
 # Resumable: runs with a results.json are skipped; a killed run resumes.
 #   bash benchmarks/compress_grid.sh [TASK] [RUNS_DIR] [GROUP...]
-# Groups: prune structured layer_drop quant bitfit (default: all, in that order).
+# Groups: prune structured layer_drop quant bitfit (default: all, in that order), and
+# prune_long (magnitude vs movement at 90 %, 3 epochs, pruning from 10 % to 70 % of training).
+# Env: SPARSITIES (default "0.5 0.7 0.9"), DROPS (layers to drop, default "3 2"), LR.
 set -eu
 task=${1:-mrpc}
 runs=${2:-runs/compress/$task}
@@ -18,9 +20,15 @@ from="model=$teacher,task=$task"
 for group in $groups; do
   case $group in
   prune)  # unstructured, gradual (cubic) over the first 70 % of 1 epoch
-    for s in 0.5 0.7 0.9; do
+    for s in ${SPARSITIES:-0.5 0.7 0.9}; do
       run "magnitude-${s#0.}" "configs/prune_magnitude.py:$from,sparsity=$s" --config.train.num_epochs=1
       run "movement-${s#0.}" "configs/prune_movement.py:$from,sparsity=$s" --config.train.num_epochs=1
+    done ;;
+  prune_long)  # a schedule closer to Sanh et al.'s: scores accumulate before pruning starts
+    long="--config.train.num_epochs=3 --config.prune.start_fraction=0.1"
+    for kind in magnitude movement; do
+      # shellcheck disable=SC2086
+      run "$kind-9-long" "configs/prune_$kind.py:$from,sparsity=0.9" $long
     done ;;
   structured)  # heads + FFN neurons by gradient importance, finalized at export
     for h in 0.25 0.5; do

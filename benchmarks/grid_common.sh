@@ -2,9 +2,12 @@
 # defines `run NAME CONFIG[:ARGS] [FLAGS...]`, which skips runs that have a results.json,
 # logs to $runs/NAME.log, reports loyalty to the teacher, and adds the flags printed by the
 # script's `grid_flags` function (evaluated per run, so `LR=... run ...` works).
+# SST-2 trains on its first $TRAIN_LIMIT examples (default 8000 of 67,349: CPU budget);
+# TRAIN_LIMIT=0 trains on everything.
 teacher=${TEACHER:-$(pwd)/runs/teacher/$task/export}
 [ -d "$teacher" ] || { echo "no teacher export at $teacher (run benchmarks/teacher_runs.sh)"; exit 2; }
 mkdir -p "$runs"
+limit=${TRAIN_LIMIT:-$([ "$task" = sst2 ] && echo 8000 || echo 0)}
 
 run() {
   local name=$1 config=$2; shift 2
@@ -12,6 +15,7 @@ run() {
   echo "$(date +%T) $name"
   # shellcheck disable=SC2046  # grid_flags prints plain space-separated flags
   python -m bertjax.main --config="$config" --config.teacher="$teacher" \
-    --config.checkpoint.every_steps=50 $(grid_flags) --workdir="$runs/$name" "$@" \
+    --config.checkpoint.every_steps=50 \
+    --config.data.train_limit="$limit" $(grid_flags) --workdir="$runs/$name" "$@" \
     > "$runs/$name.log" 2>&1 || echo "  FAILED (see $runs/$name.log)"
 }
