@@ -7,7 +7,8 @@
 #   bash benchmarks/compress_grid.sh [TASK] [RUNS_DIR] [GROUP...]
 # Groups: prune structured layer_drop quant bitfit (default: all, in that order), and
 # prune_long (magnitude vs movement at 90 %, 3 epochs, pruning from 10 % to 70 % of training).
-# Env: SPARSITIES (default "0.5 0.7 0.9"), DROPS (layers to drop, default "3 2"), LR.
+# Env: SPARSITIES (default "0.5 0.7 0.9"), HEADS (head fractions, default "0.25 0.5"),
+# DROPS (layers to drop, default "3 2"), LR.
 set -eu
 task=${1:-mrpc}
 runs=${2:-runs/compress/$task}
@@ -31,7 +32,7 @@ for group in $groups; do
       run "$kind-9-long" "configs/prune_$kind.py:$from,sparsity=0.9" $long
     done ;;
   structured)  # heads + FFN neurons by gradient importance, finalized at export
-    for h in 0.25 0.5; do
+    for h in ${HEADS:-0.25 0.5}; do
       run "heads-${h#0.}-ffn-5" "configs/prune_structured.py:$from,heads=$h,ffn=0.5" --config.train.num_epochs=1
     done ;;
   layer_drop)  # drop from the fine-tuned teacher, then fine-tune one epoch

@@ -6,6 +6,7 @@
 # All runs: $EPOCHS epochs (default 2), default lr 1e-4, seed 0; loyalty to the teacher.
 # Resumable: runs with a results.json are skipped.
 #   bash benchmarks/distill_grid.sh [TASK] [RUNS_DIR] [N...]
+# Env: METHODS (default: alone kd tinybert-uniform emd theseus tinybert-top tinybert-bottom).
 set -eu
 task=${1:-mrpc}
 runs=${2:-runs/distill/$task}
@@ -16,13 +17,16 @@ source "$(dirname "$0")/grid_common.sh"
 
 common="task=$task,teacher=$teacher"
 for n in $sizes; do
-  run "l$n-alone" "configs/finetune.py:model=$teacher,task=$task" --config.model.truncate_to="$n"
-  run "l$n-kd" "configs/distill_kd.py:$common,student=teacher:$n"
-  run "l$n-tinybert-uniform" "configs/distill_tinybert.py:$common,student=teacher:$n,map=uniform"
-  run "l$n-emd" "configs/distill_emd.py:$common,student=teacher:$n"
-  run "l$n-theseus" "configs/distill_theseus.py:$common,successors=$n"
-  for map in top bottom; do
-    run "l$n-tinybert-$map" "configs/distill_tinybert.py:$common,student=teacher:$n,map=$map"
+  for m in ${METHODS:-alone kd tinybert-uniform emd theseus tinybert-top tinybert-bottom}; do
+    case $m in
+    alone) run "l$n-alone" "configs/finetune.py:model=$teacher,task=$task" \
+      --config.model.truncate_to="$n" ;;
+    kd) run "l$n-kd" "configs/distill_kd.py:$common,student=teacher:$n" ;;
+    tinybert-*) run "l$n-$m" "configs/distill_tinybert.py:$common,student=teacher:$n,map=${m#tinybert-}" ;;
+    emd) run "l$n-emd" "configs/distill_emd.py:$common,student=teacher:$n" ;;
+    theseus) run "l$n-theseus" "configs/distill_theseus.py:$common,successors=$n" ;;
+    *) echo "unknown method $m"; exit 2 ;;
+    esac
   done
 done
 python -m bertjax.report "$runs" --reference "$(dirname "$teacher")" || true
