@@ -268,3 +268,23 @@ def test_train_step_with_ema_ranges_traces_once_and_updates_them(classifier):
     assert np.all(ranges["lo"][: SITES - 10] < ranges["hi"][: SITES - 10])
     report = method.report(state.params, state.method_state)
     assert report["activation_ranges"] == "ema" and report["activation_sites"] == SITES - 10
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 40_001])
+@pytest.mark.parametrize("percentile", [60.0, 99.0, 99.99])
+def test_percentile_range_matches_numpy_with_ties_and_negatives(size, percentile):
+    rng = np.random.default_rng(size)
+    x = rng.standard_t(df=2, size=size).astype(np.float32)
+    x[: size // 3] = np.round(x[: size // 3])  # ties, -0.0 and 0.0 included
+    lo, hi = calibration_lib.percentile_range(jnp.asarray(x), percentile)
+    expected = np.percentile(x.astype(np.float64), [100.0 - percentile, percentile])
+    np.testing.assert_allclose([lo, hi], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kth_largest_is_the_sorted_value():
+    x = np.random.default_rng(0).normal(size=513).astype(np.float32)
+    ranked = np.sort(x)[::-1]
+    for k in (1, 2, 100, 513):
+        assert calibration_lib.kth_largest(jnp.asarray(x), k) == ranked[k - 1]
+    with pytest.raises(ValueError, match="k must be"):
+        calibration_lib.kth_largest(jnp.asarray(x), 0)
