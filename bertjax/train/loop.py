@@ -15,16 +15,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
 from bertjax import models, paths
 from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
-from bertjax.train import calibration, checkpoint, loyalty, steps, writers
+from bertjax.train import calibration, checkpoint, evaluation, steps, writers
 from bertjax.train import mesh as mesh_lib
-from bertjax.train import metrics as metrics_lib
+from bertjax.train import teacher as teacher_lib
 from bertjax.train.method_config import build_method
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
@@ -98,61 +97,6 @@ def load_data(config: ConfigDict, task: tasks.Task, tok):
     return train, evaluation
 
 
-def predict(eval_step, params, method_state, encoded, batch_size: int, mesh) -> np.ndarray:
-    """Logits [N, labels] for every example of `encoded`, in example order."""
-    logits = None
-    for batch in pipeline.eval_batches(encoded, batch_size):
-        inputs = {k: batch[k] for k in steps.MODEL_INPUTS}
-        out = eval_step(params, method_state, mesh_lib.shard_batch(inputs, mesh))
-        out = np.asarray(multihost_utils.process_allgather(out, tiled=True))
-        if logits is None:
-            logits = np.zeros((len(encoded), out.shape[-1]), np.float32)
-        real = batch["index"] >= 0
-        logits[batch["index"][real]] = out[real]
-    return logits
-
-
-def evaluate(eval_step, state, encoded, task, batch_size: int, mesh):
-    """`(official metrics, logits)` of the model the method presents (masked, quantized...)."""
-    logits = predict(eval_step, state.params, state.method_state, encoded, batch_size, mesh)
-    predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
-    return metrics_lib.compute_metrics(task, predictions, encoded.labels), logits
-
-
-def load_teacher(config: ConfigDict, task, mesh):
-    """`(model, replicated params)` of `config.teacher` when distilling, else `(None, None)`."""
-    if config.get("distill") is None:
-        return None, None
-    if not config.get("teacher"):
-        raise ValueError("config.distill needs config.teacher (a fine-tuned model directory)")
-    head = "regression" if task.is_regression else "classification"
-    teacher, params = models.load_pretrained(
-        config.teacher, head=head, num_labels=tasks.num_labels(task)
-    )
-    return teacher, mesh_lib.replicate(params, mesh)
-
-
-def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh) -> dict:
-    """Label and probability loyalty (Xu et al. 2021) to `config.teacher` on `encoded`."""
-    if task.is_regression:
-        return {}  # loyalty is defined on class distributions
-    teacher, teacher_params = models.load_pretrained(
-        config.teacher, head="classification", num_labels=tasks.num_labels(task)
-    )
-    teacher_logits = predict(
-        steps.make_eval_step(teacher),
-        teacher_params,
-        {},
-        encoded,
-        config.train.eval_batch_size,
-        mesh,
-    )
-    return {
-        "label_loyalty": loyalty.label_loyalty(logits, teacher_logits),
-        "probability_loyalty": loyalty.probability_loyalty(logits, teacher_logits),
-    }
-
-
 def _loggable(values: dict) -> dict:
     """Step metrics for the log: scalars as floats, small arrays (EMD flows) as lists."""
     out = {}
@@ -193,7 +137,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     config, calibration_report = calibration.resolve_layer_drop(
         config, model, params, train_data, mesh
     )
-    teacher, teacher_params = load_teacher(config, task, mesh)
+    teacher, teacher_params = teacher_lib.load_teacher(config, task, mesh)
     method = build_method(
         config,
         max(total_steps, 1),
@@ -201,6 +145,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         regression=task.is_regression,
         teacher=teacher.config if teacher else None,
     )
+    cache_teacher = teacher_lib.check_cacheable(config, method.intermediates())
     # Method-owned trainable params (distillation projections, Theseus successors).
     params = method.init_params(params, jax.random.fold_in(jax.random.key(config.train.seed), 2))
     tx = method.wrap_optimizer(make_optimizer(config.train, max(total_steps, 1)), params)
@@ -222,9 +167,17 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     if start_step:
         log.info("resuming %s from step %d", workdir, start_step)
 
+    if cache_teacher:
+        teacher_logits = teacher_lib.cached_logits(
+            teacher, teacher_params, train_data, config.train.eval_batch_size, mesh, workdir
+        )
     train_step = steps.make_train_step(
-        model, regression=task.is_regression, method=method, teacher=teacher
+        model,
+        regression=task.is_regression,
+        method=method,
+        teacher="cached" if cache_teacher else teacher,
     )
+    step_extra = (teacher_params,) if teacher and not cache_teacher else ()
     eval_step = steps.make_eval_step(model, method=method)
     if fresh and method.calibration_batches():
         state = calibration.calibrate(
@@ -256,9 +209,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         for batch in pipeline.train_batches(
             train_data, config.train.batch_size, config.train.seed, epoch, start_batch=offset
         ):
-            batch.pop("index")
-            inputs = (state, mesh_lib.shard_batch(batch, mesh))
-            state, values = train_step(*inputs, teacher_params) if teacher else train_step(*inputs)
+            index = batch.pop("index")
+            if cache_teacher:  # padding rows (index -1) get some row; their weight is 0
+                batch["teacher_logits"] = teacher_logits[index]
+            state, values = train_step(state, mesh_lib.shard_batch(batch, mesh), *step_extra)
             step += 1
             history.append((step, values))
             window_examples += float(batch["weights"].sum())
@@ -289,7 +243,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
                 or step == total_steps
             ):
                 eval_start = time.perf_counter()
-                eval_metrics, eval_logits = evaluate(
+                eval_metrics, eval_logits = evaluation.evaluate(
                     eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
                 )
                 writer.write(step, prefix="eval_", **eval_metrics)
@@ -302,7 +256,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     bar.close()
     manager.wait_until_finished()
     if not eval_metrics:  # resumed after the last step: evaluate the restored model
-        eval_metrics, eval_logits = evaluate(
+        eval_metrics, eval_logits = evaluation.evaluate(
             eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
         )
     writer.close()
@@ -331,7 +285,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     }
     if config.get("teacher"):
         results["teacher"] = config.teacher
-        results.update(teacher_loyalty(config, task, eval_data, eval_logits, mesh))
+        results.update(teacher_lib.teacher_loyalty(config, task, eval_data, eval_logits, mesh))
     if is_main:
         if config.export:
             models.save_pretrained(

@@ -41,6 +41,8 @@ def train_step_fn(
     gradients flow to the raw `state.params` (straight through any mask).
     With a `teacher` model, its params are an argument of the step, held under
     `stop_gradient`, and `method.loss` receives the teacher's `(outputs, inter)`.
+    `teacher="cached"`: the teacher's logits come as `batch["teacher_logits"]` (no
+    intermediates), e.g. from `bertjax.train.teacher.cached_logits`.
     """
     method = method or Method()
     collect = method.intermediates()
@@ -49,7 +51,9 @@ def train_step_fn(
         dropout_rng = state.step_rng()
         inputs = tuple(batch[k] for k in MODEL_INPUTS)
         teacher_view = None
-        if teacher is not None:
+        if isinstance(teacher, str):  # "cached": the teacher's logits come with the batch
+            teacher_view = ({"logits": batch["teacher_logits"]}, {})
+        elif teacher is not None:
             teacher_view = teacher.apply(
                 {"params": jax.lax.stop_gradient(teacher_params)}, *inputs, collect=collect
             )

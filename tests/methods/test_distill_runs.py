@@ -7,6 +7,7 @@ import pytest
 
 from bertjax import models
 from bertjax.train import loop
+from bertjax.train import teacher as teacher_lib
 from configs import distill_emd, distill_kd, distill_theseus, distill_tinybert, finetune
 
 
@@ -66,3 +67,30 @@ def test_theseus_run_exports_the_successor_model(tmp_path, tiny_teacher, shrink)
     assert (
         results["params"] < models.load_pretrained(tiny_teacher)[0].config.num_hidden_layers * 10**9
     )
+
+
+def test_cached_teacher_logits_train_like_the_live_teacher(tmp_path, tiny_teacher, shrink):
+    losses, evals = {}, {}
+    for cache in (False, True):
+        config = shrink(
+            distill_kd.get_config(f"student=teacher:2,teacher={tiny_teacher},task=sst2,smoke=True")
+        )
+        config.distill.cache_teacher = cache
+        workdir = tmp_path / f"cache-{cache}"
+        evals[cache] = loop.train_and_evaluate(config, workdir)["metrics"]
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        losses[cache] = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+    cached = np.load(tmp_path / "cache-True" / teacher_lib.CACHE_FILE)["logits"]
+    assert cached.shape == (32, 2) and np.all(np.isfinite(cached))
+    assert not (tmp_path / "cache-False" / teacher_lib.CACHE_FILE).exists()
+    assert len(losses[True]) == len(losses[False]) > 1
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    assert evals[True] == pytest.approx(evals[False], abs=1e-6)
+
+
+def test_cache_teacher_refuses_methods_that_read_intermediates(tiny_teacher):
+    config = distill_tinybert.get_config(f"student=teacher:2,teacher={tiny_teacher},task=sst2")
+    config.distill.cache_teacher = True
+    with pytest.raises(ValueError, match="intermediates"):
+        teacher_lib.check_cacheable(config, ("hidden",))
+    assert teacher_lib.check_cacheable(config, ()) is True
