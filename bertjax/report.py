@@ -46,6 +46,7 @@ COLUMNS = (
     "quantized (MB)",
     "label loyalty",
     "prob. loyalty",
+    "teacher r",
     "latency (ms)",
 )
 
@@ -246,6 +247,7 @@ def table_row(row: dict[str, Any]) -> list[str]:
             _megabytes(row.get("quantized_bytes")),
             _fraction(row.get("label_loyalty")),
             _fraction(row.get("probability_loyalty")),
+            _fraction(row.get("teacher_pearson")),
             _latency(row.get("latency_ms")),
         )
     ]

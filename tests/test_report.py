@@ -133,11 +133,12 @@ def test_render_markdown_rows_and_missing_fields(runs):
         "-",  # quantized size
         "-",  # label loyalty
         "-",  # probability loyalty
+        "-",  # teacher r (regression loyalty)
         "-",  # latency
     ]
     reference = [cell.strip() for cell in cells["rte/finetune_l6 (ref)"]]
     assert reference[5] == "100.0"
-    assert reference[12] == "b1_s128=4.00"
+    assert reference[13] == "b1_s128=4.00"
     mrpc = [cell.strip() for cell in cells["mrpc/finetune_l3 (ref)"]]
     assert mrpc[4] == "f1 0.8500"
     assert mrpc[7] == "-"  # no nonzero_params in that results.json
@@ -200,6 +201,7 @@ def test_quantized_size_and_loyalty_columns(tmp_path):
         label_loyalty=0.9342,
         probability_loyalty=0.93411,
     )
+    _write(tmp_path, "stsb/kd", task="stsb", metrics={"pearson": 0.8}, teacher_pearson=0.9512)
     row = [
         cell.strip()
         for cell in report.render_markdown(report.gather(tmp_path))
@@ -207,4 +209,6 @@ def test_quantized_size_and_loyalty_columns(tmp_path):
         .strip("|")
         .split(" | ")
     ]
-    assert row[9:12] == ["58.65", "0.934", "0.934"]
+    assert row[9:13] == ["58.65", "0.934", "0.934", "-"]
+    stsb = report.render_markdown(report.gather(tmp_path)).splitlines()[3].strip("|").split(" | ")
+    assert [cell.strip() for cell in stsb[10:13]] == ["-", "-", "0.951"]

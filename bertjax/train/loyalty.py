@@ -3,6 +3,8 @@
 label loyalty: share of examples where student and teacher predict the same label;
 probability loyalty: 1 - sqrt(JS divergence) between their output distributions
 (natural log, so JS is in [0, ln 2]), averaged over examples.
+Regression (STS-B) has no label distribution; its analogues here are the
+Pearson correlation of student and teacher predictions and their RMS gap.
 """
 
 import numpy as np
@@ -32,3 +34,17 @@ def probability_loyalty(student_logits: np.ndarray, teacher_logits: np.ndarray) 
 
     js = np.clip(0.5 * kl(p, m) + 0.5 * kl(q, m), 0.0, None)
     return float(np.mean(1.0 - np.sqrt(js)))
+
+
+def regression_loyalty(student: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
+    """`teacher_pearson` and `teacher_rmse` of [N] (or [N, 1]) student vs teacher predictions."""
+    student = np.asarray(student, np.float64).reshape(-1)
+    teacher = np.asarray(teacher, np.float64).reshape(-1)
+    if student.std() == 0 or teacher.std() == 0:
+        pearson = 0.0  # a constant prediction carries nothing of the teacher's ranking
+    else:
+        pearson = float(np.corrcoef(student, teacher)[0, 1])
+    return {
+        "teacher_pearson": pearson,
+        "teacher_rmse": float(np.sqrt(np.mean((student - teacher) ** 2))),
+    }

@@ -36,20 +36,18 @@ def load_teacher(config: ConfigDict, task, mesh):
 
 
 def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh) -> dict:
-    """Label and probability loyalty (Xu et al. 2021) to `config.teacher` on `encoded`."""
-    if task.is_regression:
-        return {}  # loyalty is defined on class distributions
+    """Loyalty to `config.teacher` on `encoded`: label and probability loyalty (Xu et al.
+    2021) for classification; prediction correlation and RMS gap for regression."""
+    head = "regression" if task.is_regression else "classification"
     teacher, teacher_params = models.load_pretrained(
-        config.teacher, head="classification", num_labels=tasks.num_labels(task)
+        config.teacher, head=head, num_labels=tasks.num_labels(task)
     )
+    batch_size = config.train.eval_batch_size
     teacher_logits = predict(
-        steps.make_eval_step(teacher),
-        teacher_params,
-        {},
-        encoded,
-        config.train.eval_batch_size,
-        mesh,
+        steps.make_eval_step(teacher), teacher_params, {}, encoded, batch_size, mesh
     )
+    if task.is_regression:
+        return loyalty.regression_loyalty(logits, teacher_logits)
     return {
         "label_loyalty": loyalty.label_loyalty(logits, teacher_logits),
         "probability_loyalty": loyalty.probability_loyalty(logits, teacher_logits),

@@ -66,6 +66,16 @@ def test_smoke_run_writes_results_logs_and_export(tmp_path, teacher_dir):
     assert params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[1] == 128
 
 
+def test_regression_run_reports_loyalty_to_its_teacher(tmp_path, teacher_dir):
+    loop.train_and_evaluate(_config(teacher_dir, task="stsb"), tmp_path / "teacher")
+    config = _config(teacher_dir, task="stsb", num_epochs=0)  # the teacher itself, untrained
+    config.model.name = config.teacher = str(tmp_path / "teacher" / "export")
+    results = loop.train_and_evaluate(config, tmp_path / "copy")
+    assert results["teacher_pearson"] == pytest.approx(1.0, abs=1e-6)
+    assert results["teacher_rmse"] < 1e-5
+    assert "label_loyalty" not in results
+
+
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, teacher_dir, monkeypatch):
     real_loss = steps.task_loss
 

@@ -4,7 +4,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 
-from bertjax.train.loyalty import label_loyalty, probability_loyalty
+from bertjax.train.loyalty import label_loyalty, probability_loyalty, regression_loyalty
 
 
 def test_identical_models_are_fully_loyal():
@@ -29,3 +29,14 @@ def test_probability_loyalty_matches_scipy_jensen_shannon():
     np.testing.assert_allclose(probability_loyalty(student, teacher), reference, rtol=1e-9)
     opposite = probability_loyalty(np.asarray([[50.0, -50.0]]), np.asarray([[-50.0, 50.0]]))
     np.testing.assert_allclose(opposite, 1 - np.sqrt(np.log(2)), atol=1e-9)
+
+
+def test_regression_loyalty_is_correlation_and_rms_gap():
+    teacher = np.asarray([0.0, 1.0, 2.0, 3.0])
+    same = regression_loyalty(teacher[:, None], teacher)
+    assert same == {"teacher_pearson": 1.0, "teacher_rmse": 0.0}
+    shifted = regression_loyalty(teacher + 0.5, teacher)
+    np.testing.assert_allclose([shifted["teacher_pearson"], shifted["teacher_rmse"]], [1.0, 0.5])
+    flipped = regression_loyalty(-teacher, teacher)
+    np.testing.assert_allclose(flipped["teacher_pearson"], -1.0)
+    assert regression_loyalty(np.ones(4), teacher)["teacher_pearson"] == 0.0
