@@ -135,8 +135,13 @@ def _default_reference(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _external_references(reference: str) -> list[dict[str, Any]] | None:
-    """Rows loaded from `reference` when it is an existing dir or results.json."""
+    """Rows loaded from `reference` when it is an existing dir or results.json; a dir of
+    runs (e.g. runs/teacher with one run per task) gives one reference per task."""
     path = Path(reference)
+    if path.is_dir() and not (path / "results.json").is_file():
+        children = sorted(path.glob("*/results.json"))
+        if children:
+            return [_load(child, str(child.parent)) for child in children]
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
@@ -150,7 +155,8 @@ def add_reference(
     """Adds `reference_run`, `reference_main` and `percent` (% of reference) to rows.
 
     `reference`: one or more patterns. A pattern that names an existing
-    directory or results.json file is loaded as the reference for its task;
+    directory or results.json file is loaded as the reference for its task
+    (a directory of runs, one reference per task);
     any other pattern is a regex searched in each run dir, and the matching
     run of a task (the one with most parameters if several) is its
     reference. Tasks that no pattern covers fall back to the `finetune` run

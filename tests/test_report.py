@@ -114,6 +114,16 @@ def test_reference_can_be_a_path_outside_runs_dir(runs, tmp_path):
     assert _by_run(rows)["rte/prune_50"]["percent"] == pytest.approx(80.0)
 
 
+def test_reference_dir_of_runs_gives_one_reference_per_task(runs, tmp_path):
+    teachers = tmp_path / "teachers"
+    _write(teachers, "rte", task="rte", method="finetune", metrics={"accuracy": 0.96})
+    _write(teachers, "mrpc", task="mrpc", method="finetune", metrics={"f1": 0.85})
+    by_run = _by_run(report.add_reference(report.gather(runs), reference=str(teachers)))
+    assert by_run["rte/prune_50"]["percent"] == pytest.approx(75.0)
+    assert by_run["mrpc/finetune_l3"]["percent"] == pytest.approx(100.0)
+    assert by_run["rte/prune_50"]["reference_run"] == str(teachers / "rte")
+
+
 def test_render_markdown_rows_and_missing_fields(runs):
     markdown = report.render_markdown(report.gather(runs))
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
