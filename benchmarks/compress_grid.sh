@@ -9,7 +9,7 @@
 # prune_long (magnitude vs movement at 90 % from the pretrained model, 3 epochs).
 # Env: SPARSITIES (default "0.5 0.7 0.9"), PRUNE_KINDS (default "magnitude movement"),
 # HEADS (head fractions, default "0.25 0.5"), DROPS (layers to drop, default "3 2"),
-# QAT_WBITS (default "8 4"), LR.
+# STRATEGIES (layer-drop strategies, default all six), QAT_WBITS (default "8 4"), LR.
 set -eu
 task=${1:-mrpc}
 runs=${2:-runs/compress/$task}
@@ -39,7 +39,7 @@ for group in $groups; do
     done ;;
   layer_drop)  # drop from the fine-tuned teacher, then fine-tune one epoch
     for d in ${DROPS:-3 2}; do
-      for st in top bottom contribution symmetric even odd; do
+      for st in ${STRATEGIES:-top bottom contribution symmetric even odd}; do
         run "drop$d-$st" "configs/layer_drop.py:$from,drop=$d,strategy=$st" --config.train.num_epochs=1
       done
     done ;;
