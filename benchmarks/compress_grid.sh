@@ -7,7 +7,8 @@
 #   bash benchmarks/compress_grid.sh [TASK] [RUNS_DIR] [GROUP...]
 # Groups: prune structured layer_drop quant bitfit (default: all, in that order), and
 # prune_long (magnitude vs movement at 90 % from the pretrained model, 3 epochs).
-# Env: SPARSITIES (default "0.5 0.7 0.9"), PRUNE_KINDS (default "magnitude movement"),
+# Env: SPARSITIES (default "0.5 0.7 0.9"), PRUNE_KINDS (default "magnitude movement";
+# movement-adam = movement pruning with Adam-trained scores, prune_long adds it),
 # HEADS (head fractions, default "0.25 0.5"), DROPS (layers to drop, default "3 2"),
 # STRATEGIES (layer-drop strategies, default all six), QAT_WBITS (default "8 4"), LR.
 set -eu
@@ -19,18 +20,22 @@ grid_flags() { echo "--config.train.learning_rate=${LR:-5e-5}"; }
 source "$(dirname "$0")/grid_common.sh"
 
 from="model=$teacher,task=$task"
+# prune_config KIND: the config path and its first arguments, ready for more "k=v,".
+prune_config() {
+  if [ "$1" = movement-adam ]; then echo "configs/prune_movement.py:scores=adam,"; else echo "configs/prune_$1.py:"; fi
+}
 for group in $groups; do
   case $group in
   prune)  # unstructured, gradual (cubic) over the first 70 % of 1 epoch
     for s in ${SPARSITIES:-0.5 0.7 0.9}; do
       for kind in ${PRUNE_KINDS:-magnitude movement}; do
-        run "$kind-${s#0.}" "configs/prune_$kind.py:$from,sparsity=$s" --config.train.num_epochs=1
+        run "$kind-${s#0.}" "$(prune_config "$kind")$from,sparsity=$s" --config.train.num_epochs=1
       done
     done ;;
   prune_long)  # Sanh et al.'s protocol: from the *pretrained* model, 3 epochs at lr 1e-4,
     # pruning from 10 % to 70 % of training (scores accumulate first)
-    for kind in ${PRUNE_KINDS:-magnitude movement}; do
-      LR=1e-4 run "$kind-9-pretrained" "configs/prune_$kind.py:task=$task,sparsity=0.9" \
+    for kind in ${PRUNE_KINDS:-magnitude movement movement-adam}; do
+      LR=1e-4 run "$kind-9-pretrained" "$(prune_config "$kind")task=$task,sparsity=0.9" \
         --config.train.num_epochs=3 --config.prune.start_fraction=0.1
     done ;;
   structured)  # heads + FFN neurons by gradient importance, finalized at export

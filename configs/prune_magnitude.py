@@ -38,4 +38,5 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.prune.threshold = 0.0
     config.prune.l1 = 0.0
     config.prune.score_lr = 1.0
+    config.prune.score_optimizer = "sum"
     return config

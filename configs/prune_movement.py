@@ -5,7 +5,8 @@
 
 Arguments: those of `prune_magnitude.py` plus `movement` (hard: top-k of the
 scores on the cubic schedule; soft: scores above `threshold` with an L1
-penalty `l1` on sigmoid(scores)).
+penalty `l1` on sigmoid(scores)) and `scores` (sum: S -= (dL/dW') * W, the
+paper's formula; adam: scores trained by Adam at lr 1e-2, like the authors' code).
 """
 
 import ml_collections
@@ -15,11 +16,18 @@ from configs import finetune, prune_magnitude
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard")
+    args = parse_arg(
+        arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard", scores="sum"
+    )
     config = prune_magnitude.build(args)
     config.method = f"prune_movement_{args['movement']}"
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]
+    if args["scores"] not in ("sum", "adam"):
+        raise ValueError(f"scores must be 'sum' or 'adam', got {args['scores']!r}")
+    config.prune.score_optimizer = args["scores"]
+    if args["scores"] == "adam":
+        config.prune.score_lr = 1e-2
     if args["movement"] == "soft":
         config.prune.l1 = 1e-4
     return config

@@ -50,7 +50,7 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink)
 @pytest.mark.parametrize(
     ("module", "arg"),
     [
-        ("prune_movement", "sparsity=0.5"),
+        ("prune_movement", "sparsity=0.5,scores=adam"),
         ("prune_structured", "heads=0.5,ffn=0.5,importance=gradient"),
         ("layer_drop", "drop=1,strategy=top"),
         ("quant_qat", "wbits=4,abits=8"),

@@ -83,3 +83,26 @@ def test_soft_movement_thresholds_scores():
     assert np.all(np.asarray(_leaf(pushed["masks"])) == 0)
     with pytest.raises(ValueError, match="unknown movement"):
         MovementPruning(kind="medium")
+
+
+def test_adam_scores_move_by_the_step_size_whatever_the_weight_scale():
+    """The authors' code trains scores with Adam: the first step moves every score by
+    score_lr towards -sign(grad * w), and rescaling the weights changes nothing."""
+    method = MovementPruning(SparsitySchedule(0.4, every=1), score_lr=0.01, score_optimizer="adam")
+    rng = np.random.default_rng(2)
+    grads = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), PARAMS
+    )
+    state = method.update(PARAMS, grads, method.init(PARAMS, None), 1)
+    expected = -0.01 * np.sign(np.asarray(_leaf(grads)) * np.asarray(_leaf(PARAMS)))
+    np.testing.assert_allclose(_leaf(state["scores"]), expected, rtol=1e-4)
+    scaled = jax.tree_util.tree_map(lambda p: 1000.0 * p, PARAMS)
+    for step in (2, 3):
+        state = method.update(PARAMS, grads, state, step)
+    scaled_state = method.init(scaled, None)
+    for step in (1, 2, 3):
+        scaled_state = method.update(scaled, grads, scaled_state, step)
+    np.testing.assert_allclose(_leaf(scaled_state["scores"]), _leaf(state["scores"]), rtol=1e-4)
+    np.testing.assert_allclose(_leaf(state["scores"]), 3 * expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="score_optimizer"):
+        MovementPruning(score_optimizer="sgd")
