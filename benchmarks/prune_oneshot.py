@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax.data import pipeline, tasks
-from bertjax.train import evaluation, loop, metrics, steps
+from bertjax.train import evaluation, loop, steps
 from bertjax.train import mesh as mesh_lib
 from configs import finetune
 from methods.pruning import masks as mask_lib
@@ -78,10 +78,11 @@ def main() -> None:
 
     def score_dev(p) -> float:
         logits = evaluation.predict(eval_step, p, {}, dev, 64, mesh)
-        predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
-        return metrics.compute_metrics(task, predictions, dev.labels)[task.main_metric]
+        return evaluation.metrics_of(task, logits, dev.labels)[task.main_metric]
 
     dense = score_dev(params)
+    if not np.isfinite(dense):
+        raise SystemExit("dense model gave a non-finite metric")
     print(f"{args.task} dev {task.main_metric}; encoder kernels pruned layer-wise, not retrained")
     print(f"dense: {dense:.4f}   (movement/taylor scores from {args.batches} x {args.batch_size})")
     print("| score | " + " | ".join(f"{s:.0%}" for s in args.sparsities) + " |")
@@ -94,8 +95,6 @@ def main() -> None:
             )
             row.append(f"{score_dev(masked):.4f}")
         print(f"| {name} | " + " | ".join(row) + " |")
-    if not np.isfinite(dense):
-        raise SystemExit("dense model gave a non-finite metric")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method = f"prune_movement_{args['movement']}"
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]
-    if args["scores"] not in ("sum", "adam"):
-        raise ValueError(f"scores must be 'sum' or 'adam', got {args['scores']!r}")
     config.prune.score_optimizer = args["scores"]
     if args["scores"] == "adam":
         config.prune.score_lr = 1e-2

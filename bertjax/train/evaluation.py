@@ -23,8 +23,13 @@ def predict(eval_step, params, method_state, encoded, batch_size: int, mesh) -> 
     return logits
 
 
+def metrics_of(task, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Official metrics of `logits` [N, labels]: regression reads column 0, else argmax."""
+    predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
+    return metrics_lib.compute_metrics(task, predictions, labels)
+
+
 def evaluate(eval_step, state, encoded, task, batch_size: int, mesh):
     """`(official metrics, logits)` of the model the method presents (masked, quantized...)."""
     logits = predict(eval_step, state.params, state.method_state, encoded, batch_size, mesh)
-    predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
-    return metrics_lib.compute_metrics(task, predictions, encoded.labels), logits
+    return metrics_of(task, logits, encoded.labels), logits

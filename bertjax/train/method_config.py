@@ -48,7 +48,7 @@ def _prune(block: ConfigDict, total_steps: int, model: BertConfig, regression: b
             threshold=block.threshold,
             l1=block.l1,
             score_lr=block.score_lr,
-            score_optimizer=block.get("score_optimizer", "sum"),
+            score_optimizer=block.score_optimizer,
         )
     raise ValueError(f"unknown pruning kind {block.kind!r}; known: magnitude, movement")
 

@@ -47,6 +47,10 @@ class MovementPruning(Method):
                 f"unknown movement score_optimizer {self.score_optimizer!r}; known: sum, adam"
             )
 
+    def _score_tx(self) -> optax.GradientTransformation:
+        """The scores' optimizer for score_optimizer="adam" (stateless to build)."""
+        return optax.adam(self.score_lr)
+
     def init(self, params, rng):
         selected = mask_lib.select_leaves(params, self.select)
         zeros = jax.tree_util.tree_map(
@@ -56,7 +60,7 @@ class MovementPruning(Method):
         )
         state = {"scores": zeros, "masks": mask_lib.ones_like_selected(params, selected)}
         if self.score_optimizer == "adam":
-            state["score_opt"] = optax.adam(self.score_lr).init(zeros)
+            state["score_opt"] = self._score_tx().init(zeros)
         return state
 
     def forward_params(self, params, state):
@@ -79,9 +83,7 @@ class MovementPruning(Method):
         d = jax.tree_util.tree_map(score_grad, state["scores"], params, grads, selected)
         new_state = {}
         if self.score_optimizer == "adam":
-            step_updates, new_state["score_opt"] = optax.adam(self.score_lr).update(
-                d, state["score_opt"]
-            )
+            step_updates, new_state["score_opt"] = self._score_tx().update(d, state["score_opt"])
             scores = optax.apply_updates(state["scores"], step_updates)
         else:
             scores = jax.tree_util.tree_map(lambda s, x: s - self.score_lr * x, state["scores"], d)
