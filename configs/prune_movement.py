@@ -20,7 +20,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard", scores="sum"
     )
     config = prune_magnitude.build(args)
-    config.method = f"prune_movement_{args['movement']}"
+    # The score optimizer is part of the method's name so results.json tells runs apart.
+    suffix = "" if args["scores"] == "sum" else f"_{args['scores']}"
+    config.method = f"prune_movement_{args['movement']}{suffix}"
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]
     config.prune.score_optimizer = args["scores"]

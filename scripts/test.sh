@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export BERTJAX_CACHE=${BERTJAX_CACHE:-$PWD/.cache/bertjax}
-exec .venv/bin/python -m pytest -q "$@"
+# --durations: the slowest tests show in every CI log (the suite must stay under ~15 min).
+exec .venv/bin/python -m pytest -q --durations=10 "$@"

@@ -37,3 +37,11 @@ def test_quant_configs_default_to_ema_qat_and_calibrated_ptq():
     ptq = quant_ptq.get_config("task=mrpc,calibration=mse,batches=4,wbits=4")
     assert ptq.train.num_epochs == 0 and ptq.method == "quant_ptq_w4a8_mse"
     assert (ptq.quant.calibration, ptq.quant.calibration_batches) == ("mse", 4)
+
+
+def test_movement_config_names_its_score_optimizer():
+    from configs import prune_movement
+
+    assert prune_movement.get_config("task=mrpc").method == "prune_movement_hard"
+    adam = prune_movement.get_config("task=mrpc,scores=adam")
+    assert adam.method == "prune_movement_hard_adam" and adam.prune.score_lr == 1e-2
