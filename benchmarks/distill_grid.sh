@@ -7,6 +7,7 @@
 # Resumable: runs with a results.json are skipped.
 # A student that is not a number is a model name (e.g. minilm-l3-h384, a real pretrained
 # 3-layer model): its runs are named after it and start from its own weights (no Theseus).
+# A random size (e.g. mini: 4 x 256, randomly initialised) uses the teacher's tokenizer.
 #   bash benchmarks/distill_grid.sh [TASK] [RUNS_DIR] [N | MODEL ...]
 # Env: METHODS (default: alone kd tinybert-uniform emd theseus tinybert-top tinybert-bottom).
 set -eu
@@ -23,6 +24,7 @@ for n in $sizes; do
     student="teacher:$n" name="l$n" alone=("configs/finetune.py:model=$teacher,task=$task" --config.model.truncate_to="$n")
   else
     student=$n name=$n alone=("configs/finetune.py:model=$n,task=$task")
+    case $n in tiny | mini | small | medium | base) alone+=(--config.model.tokenizer="$teacher") ;; esac
   fi
   for m in ${METHODS:-alone kd tinybert-uniform emd theseus tinybert-top tinybert-bottom}; do
     case $m in
