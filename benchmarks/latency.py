@@ -8,6 +8,9 @@ classifier, else `BertModel`), run under `torch.inference_mode`, as the
 baseline. At each batch size every model is warmed up (jit compilation is not
 timed), then timed one call at a time round-robin (`bertjax.bench.interleave`);
 best and median per call are reported, and speed-ups from the best times.
+`--int8` adds, for each DIR, the same model with every matmul in real int8
+(`methods/quant/int8.py`: dynamic per-token/per-channel scales, int32
+accumulation; weights stay fp32 in memory, so its MB is the fp32 size).
 
   python benchmarks/latency.py runs/mrpc/export runs/mrpc-mov90/export \
       --torch runs/mrpc/export --batch 1 32 --seq 128 --repeats 20 --json runs/latency.json
@@ -29,6 +32,7 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
 from bertjax.models.checkpoints import read_state_dict  # noqa: E402
+from methods.quant import int8_dot_general  # noqa: E402
 
 
 def torch_forward(
@@ -108,9 +112,11 @@ def measure(
     *,
     warmup: int,
     repeats: int,
+    int8: bool = False,
 ) -> list[dict[str, Any]]:
     """One result row per model and batch size (torch baseline first), speed-ups filled in."""
     loaded = {str(d): bench.load_model(d) for d in dirs}
+    variants = {"": {}, " int8": {"dot_general": int8_dot_general}} if int8 else {"": {}}
     rows = []
     for batch_size in batch_sizes:
         candidates, sizes, heads = {}, {}, {}
@@ -118,9 +124,13 @@ def measure(
             name = f"torch:{torch_dir}"
             candidates[name], sizes[name] = torch_forward(torch_dir, batch_size, seq_len)
             heads[name] = bench.checkpoint_head(torch_dir)
-        for name, (model, params) in loaded.items():
-            candidates[name] = bench.make_forward(model, params, batch_size, seq_len)
-            sizes[name], heads[name] = bench.model_size(params), model.head
+        for base, (model, params) in loaded.items():
+            for suffix, overrides in variants.items():
+                name = base + suffix
+                candidates[name] = bench.make_forward(
+                    model, params, batch_size, seq_len, overrides=overrides
+                )
+                sizes[name], heads[name] = bench.model_size(params), model.head
         times = bench.interleave(candidates, warmup=warmup, repeats=repeats)
         batch_rows = [
             {
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per model")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the rows here")
+    parser.add_argument("--int8", action="store_true", help="also time each DIR in real int8")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 1 or min(args.batch) < 1 or args.seq < 1:
         parser.error("--repeats, --warmup, --batch and --seq must be >= 1")
@@ -199,7 +210,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     try:
         rows = measure(
-            dirs, torch_dir, args.batch, args.seq, warmup=args.warmup, repeats=args.repeats
+            dirs,
+            torch_dir,
+            args.batch,
+            args.seq,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            int8=args.int8,
         )
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
@@ -215,13 +232,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "threads": threads,
+        "int8": args.int8,
         "load_average_at_start": load,
         "device": str(jax.devices()[0].device_kind),
         "cpu": cpu_name(),
         "versions": versions,
     }
     print(
-        f"fp32 inference, seq {args.seq}, {threads} thread(s), {setup['device']}, "
+        f"fp32{' and int8' if args.int8 else ''} inference, seq {args.seq}, "
+        f"{threads} thread(s), {setup['device']}, "
         f"best/median of {args.repeats} interleaved calls, {args.warmup} warm-up"
     )
     print_table(rows, torch_dir is not None)

@@ -11,6 +11,10 @@ forward-only to calibrate). `train.num_epochs` is 0: the run calibrates,
 evaluates the quantized model with the calibrated (frozen) ranges, and exports
 the dequantized weights; results.json reports `calibration` and
 `calibration_batches`.
+
+`int8=True`: the matmuls really run in int8 at evaluation (`methods/quant/int8.py`:
+int8 x int8 -> int32 with dynamic per-token / per-channel scales, no calibration)
+instead of fake-quant; `wbits` and `abits` must be 8.
 """
 
 import ml_collections
@@ -20,11 +24,21 @@ from configs import finetune, quant_qat
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **finetune.BASE_ARGS, wbits=8, abits=8, calibration="minmax", batches=16)
+    args = parse_arg(
+        arg, **finetune.BASE_ARGS, wbits=8, abits=8, calibration="minmax", batches=16, int8=False
+    )
     config = finetune.build(args)
     config.method = f"quant_ptq_w{args['wbits']}a{args['abits']}_{args['calibration']}"
     config.train.num_epochs = 0.0
     config.quant = quant_qat.quant_block({**args, "ranges": "dynamic"})
     config.quant.calibration = args["calibration"]
     config.quant.calibration_batches = args["batches"]
+    config.quant.int8 = bool(args["int8"])
+    if config.quant.int8:
+        if (args["wbits"], args["abits"]) != (8, 8):
+            raise ValueError(
+                f"int8=True runs W8A8; got wbits={args['wbits']}, abits={args['abits']}"
+            )
+        config.method = "quant_ptq_int8_dynamic"
+        config.quant.calibration, config.quant.calibration_batches = "", 0
     return config

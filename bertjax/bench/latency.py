@@ -147,13 +147,19 @@ class Forward(NamedTuple):
 
 
 def make_forward(
-    model: BertModel, params: Any, batch_size: int, seq_len: int, seed: int = 0
+    model: BertModel,
+    params: Any,
+    batch_size: int,
+    seq_len: int,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
 ) -> Forward:
     """The deterministic forward of `model` on `random_batch(...)`.
 
     Returns the logits [B, labels] when the model has a head, else the last
     hidden state [B, T, H]. Params are an argument, not a closed-over constant,
-    so XLA cannot fold them into the program.
+    so XLA cannot fold them into the program. `overrides` go to `model.apply`
+    (e.g. `dot_general=` for int8 matmuls).
     """
     if seq_len > model.config.max_position_embeddings:
         raise ValueError(
@@ -163,7 +169,9 @@ def make_forward(
     output = "logits" if model.head else "last_hidden_state"
 
     def forward(params, input_ids, attention_mask, token_type_ids):
-        outputs, _ = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+        outputs, _ = model.apply(
+            {"params": params}, input_ids, attention_mask, token_type_ids, **(overrides or {})
+        )
         return outputs[output]
 
     args = jax.device_put(

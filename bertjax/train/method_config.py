@@ -21,7 +21,7 @@ from methods.distill.tinybert import TinyBertDistillation
 from methods.pruning import MagnitudePruning, MovementPruning, SparsitySchedule
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
-from methods.quant import ActivationQuantization, QuantSpec, WeightQuantization
+from methods.quant import ActivationQuantization, Int8Matmul, QuantSpec, WeightQuantization
 
 DEFAULT_ORDER = ("prune", "structured", "quant", "distill", "theseus", "bitfit", "layer_drop")
 
@@ -85,6 +85,8 @@ def _layer_drop(block: ConfigDict, total_steps: int, model: BertConfig, regressi
 
 
 def _quant(block: ConfigDict, total_steps: int, model: BertConfig, regression: bool) -> Method:
+    if block.get("int8", False):  # real int8 matmuls at evaluation, not fake-quant
+        return Int8Matmul()
     parts = []
     if block.weight_bits:
         spec = QuantSpec(

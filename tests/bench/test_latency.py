@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bertjax import bench, models
+from methods.quant import int8_dot_general
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,6 +160,18 @@ def test_cli_torch_baseline_from_the_same_checkpoint(checkpoints, tmp_path):
     # The same weights on both sides (transformers ties nothing in a classifier).
     assert torch_row["params"] == jax_row["params"]
     assert "torch" in json.loads(out.read_text())["setup"]["versions"]
+
+
+def test_cli_int8_adds_an_int8_row_per_checkpoint_with_close_outputs(checkpoints):
+    dense = str(checkpoints["dense"])
+    rows = _load_cli().main([dense, "--int8", "--batch", "2", "--seq", "16", "--repeats", "1"])
+    assert [row["model"] for row in rows] == [dense, f"{dense} int8"]
+    assert rows[1]["params"] == rows[0]["params"] and rows[1]["best_ms"] > 0
+    model, params = bench.load_model(dense)
+    fp32 = bench.make_forward(model, params, 2, 16)
+    int8 = bench.make_forward(model, params, 2, 16, overrides={"dot_general": int8_dot_general})
+    assert not np.array_equal(fp32(), int8())
+    np.testing.assert_allclose(int8(), fp32(), atol=0.1 * float(jnp.abs(fp32()).max()))
 
 
 @pytest.mark.parametrize("case", ["missing", "no_config", "no_weights"])
