@@ -1,0 +1,87 @@
+"""BERT-sized matmuls on this CPU: XLA fp32 vs PyTorch fp32 vs XLA int8, side by side.
+
+Rows are [B*T, K] x [K, N] products of MiniLM-L6 (hidden 384, FFN 1536) at
+batch 32 x seq 128 = 4,096 tokens. Candidates, timed round-robin
+(`bertjax.bench.interleave`), best of `--repeats`:
+  jax fp32       jitted `a @ b`
+  torch fp32     `torch.matmul` (threads: the cores this process may use)
+  jax int8       int8 x int8 -> int32 `dot_general` on pre-quantized operands
+                 (the kernel alone)
+  jax int8 dyn   `methods.quant.int8_dot_general` from fp32 operands: quantize
+                 both, int8 product, rescale (what the model's int8 path runs)
+The ratio columns are speed-ups of the first named over the second
+(e.g. 0.9x: jax fp32 takes 1/0.9 the time of torch fp32). Before timing, the
+int8 product is checked exact against NumPy int64 and jax fp32 against torch
+fp32 (relative error < 1e-4); a failed check exits 1.
+
+  python benchmarks/matmul_speed.py [--tokens 4096] [--repeats 10]
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bertjax import bench  # noqa: E402
+from methods.quant import int8_dot_general  # noqa: E402
+
+SHAPES = {"q/k/v or attn-out 384x384": (384, 384), "fused qkv 384x1152": (384, 1152)}
+SHAPES |= {"ffn in 384x1536": (384, 1536), "ffn out 1536x384": (1536, 384)}
+MATMUL = (((1,), (0,)), ((), ()))
+
+
+def candidates(tokens: int, k: int, n: int, seed: int = 0) -> dict:
+    """Zero-argument callables per candidate, after checking their results."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((tokens, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    xi = rng.integers(-127, 128, (tokens, k), dtype=np.int8)
+    wi = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    xj, wj, xij, wij = (jnp.asarray(a) for a in (x, w, xi, wi))
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    fp32 = jax.jit(lambda a, b: a @ b)
+    int8 = jax.jit(lambda a, b: jax.lax.dot_general(a, b, MATMUL, preferred_element_type=jnp.int32))
+    dyn = jax.jit(lambda a, b: int8_dot_general(a, b, MATMUL))
+    if not np.array_equal(np.asarray(int8(xij, wij)), xi.astype(np.int64) @ wi.astype(np.int64)):
+        raise SystemExit(f"int8 product of {k}x{n} is not exact")
+    ours, theirs = np.asarray(fp32(xj, wj)), torch.matmul(xt, wt).numpy()
+    if np.abs(ours - theirs).max() > 1e-4 * np.abs(theirs).max():
+        raise SystemExit(f"jax and torch fp32 disagree on {k}x{n}")
+    return {
+        "jax fp32": lambda: fp32(xj, wj),
+        "torch fp32": lambda: torch.matmul(xt, wt),
+        "jax int8": lambda: int8(xij, wij),
+        "jax int8 dyn": lambda: dyn(xj, wj),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=4096, help="rows: batch x seq")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    names = ("jax fp32", "torch fp32", "jax int8", "jax int8 dyn")
+    print(f"{args.tokens} tokens, best of {args.repeats} interleaved calls, ms (GMAC/s)")
+    print("| matmul | " + " | ".join(names) + " | jax fp32 vs torch | int8 dyn vs jax fp32 |")
+    print("|---|" + "---:|" * (len(names) + 2))
+    for label, (k, n) in SHAPES.items():
+        times = bench.interleave(candidates(args.tokens, k, n), warmup=2, repeats=args.repeats)
+        best = {name: 1e3 * min(times[name]) for name in names}
+        cells = [f"{best[m]:.2f} ({args.tokens * k * n / best[m] / 1e6:.0f})" for m in names]
+        ratios = f"{best['torch fp32'] / best['jax fp32']:.2f}x | "
+        ratios += f"{best['jax fp32'] / best['jax int8 dyn']:.2f}x"
+        print(f"| {label} | " + " | ".join(cells) + f" | {ratios} |")
+
+
+if __name__ == "__main__":
+    main()
