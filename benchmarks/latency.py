@@ -116,6 +116,7 @@ def measure(
 ) -> list[dict[str, Any]]:
     """One result row per model and batch size (torch baseline first), speed-ups filled in."""
     loaded = {str(d): bench.load_model(d) for d in dirs}
+    model_sizes = {name: bench.model_size(params) for name, (_, params) in loaded.items()}
     variants = {"": {}, " int8": {"dot_general": int8_dot_general}} if int8 else {"": {}}
     rows = []
     for batch_size in batch_sizes:
@@ -130,7 +131,7 @@ def measure(
                 candidates[name] = bench.make_forward(
                     model, params, batch_size, seq_len, overrides=overrides
                 )
-                sizes[name], heads[name] = bench.model_size(params), model.head
+                sizes[name], heads[name] = model_sizes[base], model.head
         times = bench.interleave(candidates, warmup=warmup, repeats=repeats)
         batch_rows = [
             {

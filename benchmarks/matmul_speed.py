@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
@@ -37,8 +38,6 @@ MATMUL = (((1,), (0,)), ((), ()))
 
 def candidates(tokens: int, k: int, n: int, seed: int = 0) -> dict:
     """Zero-argument callables per candidate, after checking their results."""
-    import torch
-
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((tokens, k)).astype(np.float32)
     w = rng.standard_normal((k, n)).astype(np.float32)
@@ -67,8 +66,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="rows: batch x seq")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    import torch
-
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     names = ("jax fp32", "torch fp32", "jax int8", "jax int8 dyn")
     print(f"{args.tokens} tokens, best of {args.repeats} interleaved calls, ms (GMAC/s)")

@@ -23,16 +23,17 @@ import jax
 import jax.numpy as jnp
 
 from methods.base import Method
+from methods.quant.fake_quant import QuantSpec, quantize, scale_and_zero_point
 
-QMAX = 127.0
+INT8 = QuantSpec(8, symmetric=True)  # the fake-quant grid: [-127, 127], step absmax / 127
 
 
 def quantize_along(x: jax.Array, axes: tuple[int, ...]):
     """`(x_int8, scale)`: x ~= x_int8 * scale, one scale per slice over `axes` (kept as 1s)."""
     x = x.astype(jnp.float32)
-    scale = jnp.max(jnp.abs(x), axis=axes, keepdims=True) / QMAX
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(x / scale), -QMAX, QMAX).astype(jnp.int8), scale
+    absmax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
+    scale, zero_point = scale_and_zero_point(x, INT8, lo=-absmax, hi=absmax)
+    return quantize(x, scale, zero_point, INT8).astype(jnp.int8), scale
 
 
 def int8_dot_general(
@@ -63,9 +64,6 @@ class Int8Matmul(Method):
     Training steps stay float (no override), so with `train.num_epochs = 0` this
     is dynamic post-training quantization W8A8 that really runs in int8.
     """
-
-    def overrides(self, state):
-        return {}
 
     def eval_overrides(self, state):
         return {"dot_general": int8_dot_general}

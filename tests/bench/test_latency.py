@@ -168,10 +168,10 @@ def test_cli_int8_adds_an_int8_row_per_checkpoint_with_close_outputs(checkpoints
     assert [row["model"] for row in rows] == [dense, f"{dense} int8"]
     assert rows[1]["params"] == rows[0]["params"] and rows[1]["best_ms"] > 0
     model, params = bench.load_model(dense)
-    fp32 = bench.make_forward(model, params, 2, 16)
-    int8 = bench.make_forward(model, params, 2, 16, overrides={"dot_general": int8_dot_general})
-    assert not np.array_equal(fp32(), int8())
-    np.testing.assert_allclose(int8(), fp32(), atol=0.1 * float(jnp.abs(fp32()).max()))
+    fp32 = bench.make_forward(model, params, 2, 16)()
+    int8 = bench.make_forward(model, params, 2, 16, overrides={"dot_general": int8_dot_general})()
+    assert not np.array_equal(fp32, int8)
+    np.testing.assert_allclose(int8, fp32, atol=0.1 * float(jnp.abs(fp32).max()))
 
 
 @pytest.mark.parametrize("case", ["missing", "no_config", "no_weights"])
