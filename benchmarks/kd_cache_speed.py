@@ -14,28 +14,17 @@ import time
 import jax
 import numpy as np
 
-from bertjax import models
-from bertjax.data import tasks
 from bertjax.train import loop, steps
-from bertjax.train.method_config import build_method
-from bertjax.train.optimizer import make_optimizer
-from bertjax.train.state import TrainState
 from configs import distill_kd
 
 
 def _steps(teacher_dir: str, layers: int, batch_size: int, seq_len: int):
     """`{"live": run, "cached": run}`: each runs one compiled KD train step."""
     config = distill_kd.get_config(f"student=teacher:{layers},teacher={teacher_dir},task=mrpc")
-    task = tasks.get_task("mrpc")
-    model, params, _, _ = loop.build_model(config, task)
-    teacher, teacher_params = models.load_pretrained(
-        teacher_dir, head="classification", num_labels=2
-    )
-    method = build_method(config, 10_000, model.config, teacher=teacher.config)
-    tx = method.wrap_optimizer(make_optimizer(config.train, 10_000), params)
-    state = TrainState.create(
-        params, tx, seed=0, method_state=method.init(params, jax.random.key(0))
-    )
+    config.data.train_limit = config.data.eval_limit = 64  # the data is not used
+    run_setup = loop.create_train_state(config)  # the run's own state, method and teacher
+    model, method, state = run_setup.model, run_setup.method, run_setup.state
+    teacher, teacher_params = run_setup.teacher, run_setup.teacher_params
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, model.config.vocab_size, (batch_size, seq_len)).astype(np.int32)
     batch = {

@@ -10,7 +10,9 @@ timed), then timed one call at a time round-robin (`bertjax.bench.interleave`);
 best and median per call are reported, and speed-ups from the best times.
 `--int8` adds, for each DIR, the same model with every matmul in real int8
 (`methods/quant/int8.py`: dynamic per-token/per-channel scales, int32
-accumulation; weights stay fp32 in memory, so its MB is the fp32 size).
+accumulation, weights re-quantized each call, so its MB is the fp32 size). A DIR
+holding a stored int8 artifact (e.g. a `quant_ptq.py:int8=True` run's export) loads
+and runs as stored, at its int8 size.
 
   python benchmarks/latency.py runs/mrpc/export runs/mrpc-mov90/export \
       --torch runs/mrpc/export --batch 1 32 --seq 128 --repeats 20 --json runs/latency.json
@@ -32,7 +34,8 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
 from bertjax.models.checkpoints import read_state_dict  # noqa: E402
-from methods.quant import int8_dot_general  # noqa: E402
+from bertjax.models.interventions import Interventions  # noqa: E402
+from methods.quant import INT8_PRODUCTS  # noqa: E402
 
 
 def torch_forward(
@@ -117,7 +120,8 @@ def measure(
     """One result row per model and batch size (torch baseline first), speed-ups filled in."""
     loaded = {str(d): bench.load_model(d) for d in dirs}
     model_sizes = {name: bench.model_size(params) for name, (_, params) in loaded.items()}
-    variants = {"": {}, " int8": {"dot_general": int8_dot_general}} if int8 else {"": {}}
+    int8_matmuls = Interventions(matmul=INT8_PRODUCTS)
+    variants = {"": None, " int8": int8_matmuls} if int8 else {"": None}
     rows = []
     for batch_size in batch_sizes:
         candidates, sizes, heads = {}, {}, {}
@@ -126,10 +130,10 @@ def measure(
             candidates[name], sizes[name] = torch_forward(torch_dir, batch_size, seq_len)
             heads[name] = bench.checkpoint_head(torch_dir)
         for base, (model, params) in loaded.items():
-            for suffix, overrides in variants.items():
+            for suffix, interventions in variants.items():
                 name = base + suffix
                 candidates[name] = bench.make_forward(
-                    model, params, batch_size, seq_len, overrides=overrides
+                    model, params, batch_size, seq_len, interventions=interventions
                 )
                 sizes[name], heads[name] = model_sizes[base], model.head
         times = bench.interleave(candidates, warmup=warmup, repeats=repeats)

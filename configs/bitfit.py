@@ -15,7 +15,6 @@ from configs import finetune
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, **finetune.BASE_ARGS)
     config = finetune.build(args)
-    config.method = "bitfit"
     config.train.learning_rate = 1e-3
     config.bitfit = ml_collections.ConfigDict()
     config.bitfit.trainable = (r".*/bias", r"classifier/.*")

@@ -19,6 +19,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         arg, **{**distill_kd.ARGS, "temperature": 1.0}, **distill_tinybert.TRANSFORMER_ARGS
     )
     config = distill_kd.student_config(args)
-    config.method = "distill_emd"
     config.distill = distill_tinybert.transformer_block(args, "emd")
     return config

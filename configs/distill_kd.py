@@ -48,7 +48,6 @@ def student_config(args: dict) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, **ARGS, alpha=0.5, kind="soft_ce")
     config = student_config(args)
-    config.method = f"distill_kd_{args['kind']}"
     config.distill = ml_collections.ConfigDict()
     config.distill.kind = args["kind"]
     config.distill.temperature = args["temperature"]

@@ -29,7 +29,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         ramp=0.6,
     )
     config = finetune.build({**args, "model": args["teacher"] or "minilm-l6-h384"})
-    config.method = f"theseus_{args['schedule']}"
     config.teacher = args["teacher"]  # for loyalty only: the predecessor is the model itself
     config.theseus = ml_collections.ConfigDict()
     config.theseus.successors = args["successors"]

@@ -39,7 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         arg, **{**distill_kd.ARGS, "temperature": 1.0}, **TRANSFORMER_ARGS, map="uniform"
     )
     config = distill_kd.student_config(args)
-    config.method = f"distill_tinybert_{args['map']}"
     config.distill = transformer_block(args, "tinybert")
     config.distill.layer_map = args["map"]
     return config

@@ -23,7 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def build(args: dict) -> ml_collections.ConfigDict:
     """The fine-tuning config for parsed `args` (keys of BASE_ARGS; others ignored)."""
     config = ml_collections.ConfigDict()
-    config.method = "finetune"
     config.task = args["task"]
 
     config.model = ml_collections.ConfigDict()

@@ -19,7 +19,6 @@ from configs import finetune
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, **finetune.BASE_ARGS, drop=2, strategy="top")
     config = finetune.build(args)
-    config.method = f"layer_drop_{args['strategy']}{args['drop']}"
     config.layer_drop = ml_collections.ConfigDict()
     config.layer_drop.drop = args["drop"]
     config.layer_drop.strategy = args["strategy"]

@@ -23,7 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def build(args: dict) -> ml_collections.ConfigDict:
     """The magnitude-pruning config for parsed `args`."""
     config = finetune.build(args)
-    config.method = "prune_magnitude"
     config.prune = ml_collections.ConfigDict()
     config.prune.kind = "magnitude"
     config.prune.sparsity = args["sparsity"]

@@ -4,9 +4,11 @@
       --workdir=runs/mrpc-mov90
 
 Arguments: those of `prune_magnitude.py` plus `movement` (hard: top-k of the
-scores on the cubic schedule; soft: scores above `threshold` with an L1
-penalty `l1` on sigmoid(scores)) and `scores` (sum: S -= (dL/dW') * W, the
-paper's formula; adam: scores trained by Adam at lr 1e-2, like the authors' code).
+scores on the cubic schedule; soft: scores above `threshold` with the
+authors' regularizer `l1` * mean(sigmoid(scores)), default 1.0) and `scores`
+(adam, the default: scores trained by Adam at lr 1e-2 as in the authors' code;
+sum: plain SGD, S -= lr * (dL/dW') * W, the paper's formula). Scores are
+method-owned params; pruned weights get no gradient (methods/pruning/movement.py).
 """
 
 import ml_collections
@@ -17,17 +19,14 @@ from configs import finetune, prune_magnitude
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(
-        arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard", scores="sum"
+        arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard", scores="adam"
     )
     config = prune_magnitude.build(args)
-    # The score optimizer is part of the method's name so results.json tells runs apart.
-    suffix = "" if args["scores"] == "sum" else f"_{args['scores']}"
-    config.method = f"prune_movement_{args['movement']}{suffix}"
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]
     config.prune.score_optimizer = args["scores"]
     if args["scores"] == "adam":
         config.prune.score_lr = 1e-2
     if args["movement"] == "soft":
-        config.prune.l1 = 1e-4
+        config.prune.l1 = 1.0
     return config

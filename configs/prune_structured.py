@@ -24,7 +24,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         scope="layer",
     )
     config = finetune.build(args)
-    config.method = "prune_structured"
     config.structured = ml_collections.ConfigDict()
     config.structured.head_sparsity = args["heads"]
     config.structured.ffn_sparsity = args["ffn"]

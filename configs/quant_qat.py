@@ -39,6 +39,5 @@ def quant_block(args: dict) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, **finetune.BASE_ARGS, wbits=8, abits=8, ranges="ema")
     config = finetune.build(args)
-    config.method = f"quant_qat_w{args['wbits']}a{args['abits']}"
     config.quant = quant_block(args)
     return config

@@ -1,81 +1,110 @@
 """The Method protocol: compression as pure functions over parameter pytrees.
 
-A method is a frozen dataclass of hyper-parameters with pure hooks. Every
-hook defaults to the identity, so a method overrides only what it needs:
+A method is a frozen dataclass of hyper-parameters with pure hooks; every hook
+defaults to the identity, so a method overrides only what it needs:
 
-  init(params, rng) -> state                 masks, scores, calibration, ...
-  init_params(params, rng) -> params         add method-owned trainable params (projections,
-                                             successor layers); `forward_params` hides them
-  forward_params(params, state) -> params    what the model sees (masked, fake-quant)
-  overrides(state) -> dict                   model overrides (head_mask, layers, ...)
-  eval_overrides(state) -> dict              overrides at evaluation (default: the same)
-  observed(overrides) -> pytree              what the overrides recorded while the model
-                                             was traced (activation statistics), read in
-                                             that same trace and returned by the step
-  observe(state, observed) -> state          folds those statistics in (before `update`)
-  calibration_batches() -> int               forward-only batches wanted before training
-  loss(student, teacher, batch, state, params) -> (loss, metrics)   extra loss terms (KD);
-                                             `params` are the raw trainable params
-  observe_loss(state, metrics) -> state      folds in what `loss` measured (EMD layer weights)
-  wrap_optimizer(tx, params) -> tx           freezing, masked updates
-  update(params, grads, state, step) -> state  schedules, movement scores
-  finalize(params, state, config) -> (params, config)  physical compression
-  report(params, state) -> dict              numbers for results.json
-  intermediates() -> tuple                   what `loss` reads from (student, teacher) `inter`
-  hard_loss_weight() -> float                weight of the task loss (KD mixes it with alpha)
+  from_config(block, context) -> method    built from its own config block (same field
+                                           names); `Context` gives run-level facts
+  init(params, rngs) -> (params, state)    method-owned params (projections, successor
+                                           layers, movement scores) and state (masks,
+                                           ranges); `rngs` holds named keys
+  present(params, state, step, train) -> (params, interventions)
+                                           what the model sees: masked / fake-quant
+                                           params (method-owned ones hidden) and the
+                                           `Interventions` of the forward pass
+  loss(task_loss, student, teacher, batch, params, state, step) -> (loss, metrics)
+                                           the training loss, given the running one (KD
+                                           mixes it, TinyBERT replaces it, L1 adds to it)
+  wrap_optimizer(tx, params) -> tx         freezing, per-group optimizers
+  update(state, params, grads, aux, step) -> state
+                                           after each step (schedules, masks, importance):
+                                           `aux["metrics"]` are the loss metrics,
+                                           `aux["stats"]` the `quant_stats` collection;
+                                           `grads` is None on forward-only calibration
+                                           passes
+  finalize(params, state, config) -> (params, config)   physical compression
+  report(params, state) -> dict            numbers for results.json
 
-Methods never import Flax modules: they see pytrees, intermediates dicts and
-configs. `compose([m1, m2])` chains methods in order, so hybrids are a list.
+`step` is always the index of the train step being taken (0 for the first; the
+number of updates finished before it). Two static needs: `intermediates`
+(what `loss` reads from the student's and teacher's `inter`) and
+`calibration_batches` (forward-only batches before training); `name` is the
+method's label in results.json.
+
+Methods never import Flax modules: they see pytrees, intermediates dicts,
+configs and the `Interventions` struct. `compose([m1, m2])` chains methods in
+order, so hybrids are a list.
 """
 
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import optax
+
+from bertjax.models.interventions import Interventions
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Run-level facts a method's `from_config` may read besides its block."""
+
+    total_steps: int = 1
+    model: Any = None  # the student's BertConfig
+    teacher: Any = None  # the teacher's BertConfig, when distilling
+    regression: bool = False
+    trains: bool = True  # False: no training steps (post-training methods)
+
+    def steps(self, fraction: float) -> int:
+        """A fraction of training as a step count (the one rounding rule)."""
+        return int(round(fraction * self.total_steps))
+
+
+def fields_from(cls, block, **extra) -> dict:
+    """The dataclass fields of `cls` that `block` has, plus `extra`; unknown keys ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: block[k] for k in block.keys() if k in names} if block is not None else {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return {**values, **extra}
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """Base class: every hook is the identity (or adds nothing)."""
 
-    def init(self, params: Any, rng: Any) -> Any:
-        return {}
+    @classmethod
+    def from_config(cls, block, context: Context) -> "Method":
+        return cls(**fields_from(cls, block))
 
-    def init_params(self, params: Any, rng: Any) -> Any:
-        return params
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
 
-    def forward_params(self, params: Any, state: Any) -> Any:
-        return params
+    @property
+    def intermediates(self) -> tuple[str, ...]:
+        return ()
 
-    def overrides(self, state: Any) -> dict[str, Any]:
-        return {}
-
-    def eval_overrides(self, state: Any) -> dict[str, Any]:
-        return self.overrides(state)
-
-    def observed(self, overrides: dict[str, Any]) -> Any:
-        return {}
-
-    def observe(self, state: Any, observed: Any) -> Any:
-        return state
-
+    @property
     def calibration_batches(self) -> int:
         return 0
 
-    def loss(self, student: Any, teacher: Any, batch: dict, state: Any, params: Any = None):
-        return jnp.zeros((), jnp.float32), {}
+    def init(self, params: Any, rngs: dict) -> tuple[Any, Any]:
+        return params, {}
 
-    def observe_loss(self, state: Any, metrics: dict) -> Any:
-        return state
+    def present(self, params: Any, state: Any, step: Any, train: bool):
+        return params, Interventions()
+
+    def loss(self, task_loss, student, teacher, batch: dict, params, state, step):
+        return task_loss, {}
 
     def wrap_optimizer(
         self, tx: optax.GradientTransformation, params: Any
     ) -> optax.GradientTransformation:
         return tx
 
-    def update(self, params: Any, grads: Any, state: Any, step: Any) -> Any:
+    def update(self, state: Any, params: Any, grads: Any, aux: dict, step: Any) -> Any:
         return state
 
     def finalize(self, params: Any, state: Any, config: Any):
@@ -84,69 +113,49 @@ class Method:
     def report(self, params: Any, state: Any) -> dict[str, Any]:
         return {}
 
-    def intermediates(self) -> tuple[str, ...]:
-        return ()
-
-    def hard_loss_weight(self) -> float:
-        return 1.0
-
 
 @dataclasses.dataclass(frozen=True)
 class Composed(Method):
     """Methods applied in list order; state is a tuple, one entry per method.
 
-    `forward_params` and `finalize` chain (the output of one is the input of
-    the next), losses add up, optimizer wrappers nest (the first method's
-    wrapper is innermost), and two methods may not set the same override.
+    `init`, `present` and `finalize` chain (the params one returns are the next
+    one's input), interventions merge (two methods may not set the same field),
+    losses thread (each method receives the loss so far), optimizer wrappers
+    nest (the first method's wrapper is innermost).
     """
 
     methods: tuple[Method, ...] = ()
 
-    def init(self, params, rng):
-        return tuple(m.init(params, rng) for m in self.methods)
+    @property
+    def name(self) -> str:
+        return "+".join(m.name for m in self.methods)
 
-    def init_params(self, params, rng):
-        for method in self.methods:
-            params = method.init_params(params, rng)
-        return params
+    @property
+    def intermediates(self):
+        return tuple(sorted({name for m in self.methods for name in m.intermediates}))
 
-    def forward_params(self, params, state):
-        for method, substate in zip(self.methods, state, strict=True):
-            params = method.forward_params(params, substate)
-        return params
-
-    def overrides(self, state):
-        return self._merge_overrides(state, lambda m, s: m.overrides(s))
-
-    def eval_overrides(self, state):
-        return self._merge_overrides(state, lambda m, s: m.eval_overrides(s))
-
-    def _merge_overrides(self, state, get):
-        merged: dict[str, Any] = {}
-        for method, substate in zip(self.methods, state, strict=True):
-            for key, value in get(method, substate).items():
-                if key in merged:
-                    raise ValueError(f"two methods set the model override {key!r}")
-                merged[key] = value
-        return merged
-
-    def observed(self, overrides):
-        return tuple(m.observed(overrides) for m in self.methods)
-
-    def observe(self, state, observed):
-        return tuple(m.observe(s, o) for m, s, o in zip(self.methods, state, observed, strict=True))
-
+    @property
     def calibration_batches(self):
-        return max((m.calibration_batches() for m in self.methods), default=0)
+        return max((m.calibration_batches for m in self.methods), default=0)
 
-    def observe_loss(self, state, metrics):
-        return tuple(m.observe_loss(s, metrics) for m, s in zip(self.methods, state, strict=True))
+    def init(self, params, rngs):
+        states = []
+        for method in self.methods:
+            params, state = method.init(params, rngs)
+            states.append(state)
+        return params, tuple(states)
 
-    def loss(self, student, teacher, batch, state, params=None):
-        total, metrics = jnp.zeros((), jnp.float32), {}
+    def present(self, params, state, step, train):
+        merged = Interventions()
         for method, substate in zip(self.methods, state, strict=True):
-            value, extra = method.loss(student, teacher, batch, substate, params)
-            total = total + value
+            params, interventions = method.present(params, substate, step, train)
+            merged = merged.merge(interventions)
+        return params, merged
+
+    def loss(self, task_loss, student, teacher, batch, params, state, step):
+        total, metrics = task_loss, {}
+        for method, substate in zip(self.methods, state, strict=True):
+            total, extra = method.loss(total, student, teacher, batch, params, substate, step)
             metrics.update(extra)
         return total, metrics
 
@@ -155,24 +164,15 @@ class Composed(Method):
             tx = method.wrap_optimizer(tx, params)
         return tx
 
-    def update(self, params, grads, state, step):
+    def update(self, state, params, grads, aux, step):
         return tuple(
-            m.update(params, grads, s, step) for m, s in zip(self.methods, state, strict=True)
+            m.update(s, params, grads, aux, step) for m, s in zip(self.methods, state, strict=True)
         )
 
     def finalize(self, params, state, config):
         for method, substate in zip(self.methods, state, strict=True):
             params, config = method.finalize(params, substate, config)
         return params, config
-
-    def intermediates(self):
-        return tuple(sorted({name for m in self.methods for name in m.intermediates()}))
-
-    def hard_loss_weight(self):
-        weight = 1.0
-        for method in self.methods:
-            weight *= method.hard_loss_weight()
-        return weight
 
     def report(self, params, state):
         merged: dict[str, Any] = {}
@@ -184,4 +184,6 @@ class Composed(Method):
 def compose(methods: Sequence[Method]) -> Method:
     """One method running `methods` in order (the identity for an empty list)."""
     methods = tuple(methods)
-    return methods[0] if len(methods) == 1 else Composed(methods)
+    if len(methods) == 1:
+        return methods[0]
+    return Composed(methods)

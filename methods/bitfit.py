@@ -12,10 +12,15 @@ import optax
 from methods import selectors
 from methods.base import Method
 
+# Params outside the model's own trees are method-owned (movement scores, distillation
+# projections): freezing the model must not freeze what other methods train.
+METHOD_OWNED = r"(?!(bert|classifier|cls)/).*"
+
 
 def train_labels(params, trainable: tuple[str, ...]):
-    """ "train" on leaves whose path matches a `trainable` regex, else "freeze"."""
-    rules = [(pattern, "train") for pattern in trainable]
+    """ "train" on leaves whose path matches a `trainable` regex or that a method owns
+    (outside `bert/`, `classifier/`, `cls/`), else "freeze"."""
+    rules = [(pattern, "train") for pattern in (*trainable, METHOD_OWNED)]
     return selectors.apply_rules(params, rules, default="freeze")
 
 
@@ -29,6 +34,10 @@ def train_only(tx: optax.GradientTransformation, trainable: tuple[str, ...]):
 @dataclasses.dataclass(frozen=True)
 class BitFit(Method):
     trainable: tuple[str, ...] = (r".*/bias", r"classifier/.*")
+
+    @property
+    def name(self) -> str:
+        return "bitfit"
 
     def labels(self, params):
         return train_labels(params, self.trainable)

@@ -13,5 +13,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # ONNX export; --no-deps: its orbax-checkpoint<0.11.37 pin would downgrade orbax.
+  .venv/bin/python -m pip install -q --no-deps "jax2onnx==0.17.1"
   touch "$stamp"
 fi

@@ -35,13 +35,58 @@ def test_quant_configs_default_to_ema_qat_and_calibrated_ptq():
     qat = quant_qat.get_config("task=mrpc").quant
     assert qat.activation_ranges == "ema" and qat.calibration == ""
     ptq = quant_ptq.get_config("task=mrpc,calibration=mse,batches=4,wbits=4")
-    assert ptq.train.num_epochs == 0 and ptq.method == "quant_ptq_w4a8_mse"
+    assert ptq.train.num_epochs == 0 and _method_name(ptq) == "quant_ptq_w4a8_mse"
     assert (ptq.quant.calibration, ptq.quant.calibration_batches) == ("mse", 4)
 
 
 def test_movement_config_names_its_score_optimizer():
     from configs import prune_movement
 
-    assert prune_movement.get_config("task=mrpc").method == "prune_movement_hard"
-    adam = prune_movement.get_config("task=mrpc,scores=adam")
-    assert adam.method == "prune_movement_hard_adam" and adam.prune.score_lr == 1e-2
+    adam = prune_movement.get_config("task=mrpc")
+    assert _method_name(adam) == "prune_movement_hard_adam" and adam.prune.score_lr == 1e-2
+    assert _method_name(prune_movement.get_config("task=mrpc,scores=sum")) == "prune_movement_hard"
+
+
+def _method_name(config, teacher=None) -> str:
+    """results.json's `method` of a config, as the loop derives it."""
+    from bertjax.models import variant_config
+    from bertjax.train.method_config import build_method, method_name
+    from methods.base import Context
+
+    model = variant_config("tiny")
+    context = Context(
+        total_steps=100,
+        model=model,
+        teacher=teacher or model,
+        trains=config.train.num_epochs > 0,
+    )
+    return method_name(build_method(config, context))
+
+
+# The names that configs used to write by hand (before issue 13): derived now, unchanged.
+NAMES = [
+    ("finetune", "", "finetune"),
+    ("bitfit", "", "bitfit"),
+    ("layer_drop", "drop=1,strategy=top", "layer_drop_top1"),
+    ("layer_drop", "drop=1,strategy=even", "layer_drop_even1"),
+    ("prune_magnitude", "sparsity=0.7", "prune_magnitude"),
+    ("prune_movement", "movement=soft,scores=sum", "prune_movement_soft"),
+    ("prune_structured", "heads=0.5,ffn=0.5", "prune_structured"),
+    ("quant_qat", "wbits=4,abits=8", "quant_qat_w4a8"),
+    ("quant_ptq", "calibration=percentile", "quant_ptq_w8a8_percentile"),
+    ("quant_ptq", "int8=True", "quant_ptq_int8_dynamic"),
+    ("distill_kd", "teacher=T,kind=mse", "distill_kd_mse"),
+    ("distill_tinybert", "teacher=T,map=top", "distill_tinybert_top"),
+    ("distill_emd", "teacher=T", "distill_emd"),
+    ("distill_theseus", "teacher=T,schedule=constant,successors=1", "theseus_constant"),
+]
+
+
+@pytest.mark.parametrize(("module", "arg", "name"), NAMES)
+def test_method_names_are_derived_from_the_methods(module, arg, name):
+    import importlib
+
+    config = importlib.import_module(f"configs.{module}").get_config(f"task=mrpc,{arg}")
+    if config.get("model") is not None and config.model.name == "T":
+        config.model.name = "tiny"
+    assert _method_name(config) == name

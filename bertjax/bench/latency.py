@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bertjax import paths
-from bertjax.models.checkpoints import load_pretrained
+from bertjax.models import convert
+from bertjax.models.checkpoints import load_pretrained, resolve
 from bertjax.models.heads import BertModel
+from bertjax.models.interventions import Interventions
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -86,12 +87,21 @@ def summarize(times: list[float]) -> dict[str, float]:
 
 
 def model_size(params: Any) -> dict[str, int]:
-    """Parameter count, bytes and nonzero parameters of a pytree of arrays."""
-    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(params))]
+    """Parameter count, bytes and nonzero parameters of a pytree of arrays.
+
+    A stored-int8 leaf (`{qvalue, scale[, input_scale]}`) counts as its int8 values'
+    parameters, and as the bytes of all its arrays (1 per value, plus the scales)."""
+    params = jax.device_get(params)
+    quantized = jax.tree_util.tree_leaves(params, is_leaf=convert.is_quantized)
+    values = [
+        np.asarray(leaf[convert.QVALUE] if convert.is_quantized(leaf) else leaf)
+        for leaf in quantized
+    ]
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(params)]
     return {
-        "params": int(sum(leaf.size for leaf in leaves)),
+        "params": int(sum(v.size for v in values)),
         "bytes": int(sum(leaf.nbytes for leaf in leaves)),
-        "nonzero_params": int(sum(np.count_nonzero(leaf) for leaf in leaves)),
+        "nonzero_params": int(sum(np.count_nonzero(v) for v in values)),
     }
 
 
@@ -100,13 +110,7 @@ def checkpoint_dir(name_or_path: str | Path) -> Path:
 
     Raises FileNotFoundError naming what is missing; never looks on the hub.
     """
-    path = Path(name_or_path).expanduser()
-    if not path.is_dir() and (paths.models_root() / str(name_or_path)).is_dir():
-        path = paths.models_root() / str(name_or_path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{name_or_path}: not a directory (nor a model under {paths.models_root()})"
-        )
+    path = resolve(name_or_path, hub=False)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
@@ -152,14 +156,14 @@ def make_forward(
     batch_size: int,
     seq_len: int,
     seed: int = 0,
-    overrides: dict[str, Any] | None = None,
+    interventions: Interventions | None = None,
 ) -> Forward:
     """The deterministic forward of `model` on `random_batch(...)`.
 
     Returns the logits [B, labels] when the model has a head, else the last
     hidden state [B, T, H]. Params are an argument, not a closed-over constant,
-    so XLA cannot fold them into the program. `overrides` go to `model.apply`
-    (e.g. `dot_general=` for int8 matmuls).
+    so XLA cannot fold them into the program. `interventions` go to `model.apply`
+    (e.g. `Interventions(matmul=methods.quant.INT8_PRODUCTS)` for int8 matmuls).
     """
     if seq_len > model.config.max_position_embeddings:
         raise ValueError(
@@ -170,7 +174,11 @@ def make_forward(
 
     def forward(params, input_ids, attention_mask, token_type_ids):
         outputs, _ = model.apply(
-            {"params": params}, input_ids, attention_mask, token_type_ids, **(overrides or {})
+            {"params": params},
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            interventions=interventions,
         )
         return outputs[output]
 

@@ -10,31 +10,39 @@ pruning read:
   `ffn_act/{i}`         [B, T, I]   FFN activation (after ffn_mask)
 `i` is always the layer's index in the full model, also when `layers` skips some.
 
-Overrides used by compression methods (all optional):
-  head_mask [L, N]   multiplies each head's attention probabilities (HF semantics)
-  ffn_mask  [L, I]   multiplies FFN activations (neuron pruning)
-  layers    tuple    indices of the layers that run, in order (layer dropping)
-  dot_general        replaces `jax.lax.dot_general` in every Dense layer and in
-                     both attention matmuls (activation quantization)
-  replace   (modules, use_successor)  module replacing (BERT-of-Theseus): `modules` is a
-                     tuple of layer-index tuples; module m runs either those layers or the
-                     single successor layer `encoder/successor/{m}`, as the traced bool
-                     `use_successor[m]` says (`nn.cond`: only one branch runs). Replaced
-                     modules collect no per-layer intermediates.
+Compression methods change the forward pass through one argument,
+`interventions=` (`bertjax.models.interventions.Interventions`: head and FFN
+masks, which layers run, Theseus module replacing, how matmuls run). Each
+module reads the field it acts on; `LayerStack` gives each layer its slice.
+Activation statistics that the matmul intervention returns are written to the
+mutable `quant_stats` collection (apply with `mutable=["quant_stats"]`).
+
+Stored int8 (`methods/quant/storage.py`): a Dense `kernel` or an `embedding` table
+may be a dict `{"qvalue": int8, "scale": float32[, "input_scale"]}` instead of an
+array; `Dense` then multiplies in int8 (int32 accumulation) and `Embed` dequantizes
+the rows it gathers. Float params run exactly as before.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
+from bertjax.models import convert
 from bertjax.models.config import BertConfig
 from bertjax.models.dropout import Dropout
+from bertjax.models.interventions import (
+    DENSE_SITE,
+    NONE,
+    STATS,
+    Interventions,
+    dot_general_of,
+)
 
 Array = jax.Array
-DotGeneral = Callable[..., Array]
 COLLECTABLE = ("embeddings", "hidden", "attn_scores", "attn_probs", "ffn_act")
 
 _ACTIVATIONS = {
@@ -61,6 +69,20 @@ def _layer_norm(module: nn.Module, name: str = "LayerNorm") -> nn.LayerNorm:
     )
 
 
+def operand(module: nn.Module, x: Array, site: str, interventions: Interventions) -> Array:
+    """`x` as the matmul intervention presents it; its statistic (if any) is stored in
+    the `quant_stats` collection under the module's path and `site`, when mutable."""
+    matmul = interventions.matmul
+    if matmul is None:
+        return x
+    x, statistic = matmul.operand(x, "/".join((*module.path, site)))
+    if statistic is not None and module.is_mutable_collection(STATS):
+        lo, hi = statistic
+        seen = jnp.ones((), jnp.float32)
+        module.put_variable(STATS, site, {"lo": lo, "hi": hi, "seen": seen})
+    return x
+
+
 class BertModule(nn.Module):
     """Base of every BERT block: the architecture, compute and parameter dtypes."""
 
@@ -78,11 +100,121 @@ class BertModule(nn.Module):
         )
 
 
+def _stored_int8(module: nn.Module, name: str) -> dict | None:
+    """The module's param `name` when it is stored in int8 (`convert.is_quantized`)."""
+    if module.has_variable("params", name):
+        value = module.get_variable("params", name)
+        if convert.is_quantized(value):
+            return value
+    return None
+
+
+def _quantize_rows(x: Array, input_scale: Array | None) -> tuple[Array, Array]:
+    """`(x_int8, scale)` with x ~= x_int8 * scale on the symmetric int8 grid [-127, 127]:
+    one scale per row (token) from its absolute maximum, as `int8_dot_general`'s left
+    operand, or the static (calibrated) per-tensor `input_scale`, clipping beyond it."""
+    x = x.astype(jnp.float32)
+    if input_scale is None:
+        absmax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+        scale = jnp.maximum(absmax / 127, jnp.finfo(jnp.float32).tiny)
+    else:
+        scale = jnp.asarray(input_scale, jnp.float32).reshape((1,) * x.ndim)
+    return jnp.clip(jnp.round(x / scale), -127, 127).astype(jnp.int8), scale
+
+
+def int8_dense(x: Array, kernel: dict) -> Array:
+    """`x @ kernel` for a stored-int8 kernel `{qvalue [in, out], scale [out][, input_scale]}`:
+    x quantized (dynamically per token, or statically by `input_scale`), int8 x int8
+    with int32 accumulation, rescaled by the outer product of the scales; float32."""
+    x_q, x_scale = _quantize_rows(x, kernel.get(convert.INPUT_SCALE))
+    acc = jax.lax.dot_general(
+        x_q, kernel[convert.QVALUE], (((x.ndim - 1,), (0,)), ((), ())),
+        preferred_element_type=jnp.int32,
+    )  # fmt: skip
+    w_scale = jnp.asarray(kernel[convert.SCALE], jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
+    return acc.astype(jnp.float32) * (x_scale * w_scale)
+
+
+class Dense(nn.Module):
+    """`nn.Dense` (same params, same arithmetic) whose matmul the interventions set.
+
+    A stored-int8 kernel (see the module doc) runs as `int8_dense` whatever the matmul
+    intervention's product (the operand intervention still sees the input)."""
+
+    features: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x, interventions: Interventions = NONE):
+        stored = _stored_int8(self, "kernel")
+        if stored is not None:
+            shape = tuple(stored[convert.QVALUE].shape)
+            if shape != (x.shape[-1], self.features):
+                raise ValueError(f"{'/'.join(self.path)}: int8 kernel {shape} for input {x.shape}")
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            x = operand(self, x, DENSE_SITE, interventions)
+            y = int8_dense(x, stored).astype(self.dtype)
+            return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,)).astype(self.dtype)
+        kernel = self.param(
+            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x = operand(self, x, DENSE_SITE, interventions)
+        dot = dot_general_of(interventions)
+        y = dot(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=None)
+        return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+
+
+def dense(module: BertModule, features: int, name: str) -> Dense:
+    return Dense(
+        features,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+        kernel_init=_init(module.config),
+        name=name,
+    )
+
+
+class Embed(nn.Module):
+    """`nn.Embed` (same param `embedding`, same arithmetic: `jnp.take` of the table) that
+    also runs a stored-int8 table `{qvalue [V, H], scale [V]}`: the gathered int8 rows
+    times their scales."""
+
+    num_embeddings: int
+    features: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    embedding_init: Any = nn.initializers.normal(stddev=1.0)
+
+    @nn.compact
+    def __call__(self, inputs):
+        if not jnp.issubdtype(inputs.dtype, jnp.integer):
+            raise ValueError("Input type must be an integer or unsigned integer.")
+        stored = _stored_int8(self, "embedding")
+        if stored is not None:
+            rows = jnp.take(stored[convert.QVALUE], inputs, axis=0).astype(jnp.float32)
+            scale = jnp.take(jnp.asarray(stored[convert.SCALE], jnp.float32), inputs, axis=0)
+            return (rows * scale[..., None]).astype(self.dtype or jnp.float32)
+        table = self.param(
+            "embedding",
+            self.embedding_init,
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
+        (table,) = promote_dtype(table, dtype=self.dtype, inexact=False)
+        if self.num_embeddings == 1:
+            return jnp.broadcast_to(table, inputs.shape + (self.features,))
+        return jnp.take(table, inputs, axis=0)
+
+
 class Embeddings(BertModule):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg = self.config
-        embed = lambda n, name: nn.Embed(  # noqa: E731
+        embed = lambda n, name: Embed(  # noqa: E731
             n,
             cfg.hidden_size,
             embedding_init=_init(cfg),
@@ -100,39 +232,39 @@ class Embeddings(BertModule):
         return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-def _dense(module: nn.Module, features: int, name: str, dot_general: DotGeneral | None):
-    return nn.Dense(
-        features,
-        kernel_init=_init(module.config),
-        dtype=module.dtype,
-        param_dtype=module.param_dtype,
-        dot_general=dot_general,
-        name=name,
-    )
-
-
 class SelfAttention(BertModule):
-    """HF `attention.self`: query/key/value projections and scaled dot-product attention."""
+    """HF `attention.self`: query/key/value projections and scaled dot-product attention.
+
+    Reads `interventions.head_mask` (this layer's [N]) and `interventions.matmul`.
+    """
 
     @nn.compact
-    def __call__(self, x, mask_bias, head_mask, deterministic: bool, dot_general):
+    def __call__(self, x, mask_bias, deterministic: bool, interventions: Interventions):
         cfg = self.config
-        dot = dot_general or jax.lax.dot_general
+        dot = dot_general_of(interventions)
         b, t, _ = x.shape
         n, d = cfg.heads_in_layer(self.layer), cfg.head_dim
 
         def project(name):
-            y = _dense(self, n * d, name, dot_general)(x)
+            y = dense(self, n * d, name)(x, interventions)
             return y.reshape(b, t, n, d).transpose(0, 2, 1, 3)  # [B, N, T, D]
 
+        def site(value, name):
+            return operand(self, value, name, interventions)
+
         q, k, v = project("query"), project("key"), project("value")
-        scores = dot(q, k, (((3,), (3,)), ((0, 1), (0, 1)))) / jnp.sqrt(d).astype(q.dtype)
+        scores = dot(
+            site(q, "qk_query"), site(k, "qk_key"), (((3,), (3,)), ((0, 1), (0, 1)))
+        ) / jnp.sqrt(d).astype(q.dtype)
         probs = jax.nn.softmax((scores + mask_bias).astype(jnp.float32), axis=-1)
         probs = probs.astype(self.dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        head_mask = interventions.head_mask
         if head_mask is not None:
             probs = probs * head_mask[:n].astype(probs.dtype)[None, :, None, None]
-        context = dot(probs, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [B, N, T, D]
+        context = dot(
+            site(probs, "pv_probs"), site(v, "pv_value"), (((3,), (2,)), ((0, 1), (0, 1)))
+        )  # [B, N, T, D]
         context = context.transpose(0, 2, 1, 3).reshape(b, t, n * d)
         return context, scores, probs
 
@@ -141,58 +273,53 @@ class DenseResidualNorm(BertModule):
     """HF `attention.output` / `output`: Dense, dropout, LayerNorm(x + residual)."""
 
     @nn.compact
-    def __call__(self, x, residual, deterministic: bool, dot_general):
+    def __call__(self, x, residual, deterministic: bool, interventions: Interventions):
         cfg = self.config
-        x = _dense(self, cfg.hidden_size, "dense", dot_general)(x)
+        x = dense(self, cfg.hidden_size, "dense")(x, interventions)
         x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
         return _layer_norm(self)(x + residual)
 
 
 class Attention(BertModule):
     @nn.compact
-    def __call__(self, x, mask_bias, head_mask, deterministic: bool, dot_general):
+    def __call__(self, x, mask_bias, deterministic: bool, interventions: Interventions):
         kw = self.kwargs()
         context, scores, probs = SelfAttention(**kw, name="self")(
-            x, mask_bias, head_mask, deterministic, dot_general
+            x, mask_bias, deterministic, interventions
         )
-        out = DenseResidualNorm(**kw, name="output")(context, x, deterministic, dot_general)
+        out = DenseResidualNorm(**kw, name="output")(context, x, deterministic, interventions)
         return out, scores, probs
 
 
 class Intermediate(BertModule):
-    """HF `intermediate`: the FFN's expanding Dense and its activation."""
+    """HF `intermediate`: the FFN's expanding Dense and its activation (`ffn_mask` [I])."""
 
     @nn.compact
-    def __call__(self, x, ffn_mask, dot_general):
+    def __call__(self, x, interventions: Interventions):
         cfg = self.config
         act = _ACTIVATIONS[cfg.hidden_act](
-            _dense(self, cfg.ffn_size(self.layer), "dense", dot_general)(x)
+            dense(self, cfg.ffn_size(self.layer), "dense")(x, interventions)
         )
+        ffn_mask = interventions.ffn_mask
         if ffn_mask is not None:
             act = act * ffn_mask[: act.shape[-1]].astype(act.dtype)
         return act
 
 
 class Layer(BertModule):
-    """One transformer block: self-attention then FFN, post-LayerNorm as in BERT."""
+    """One transformer block: self-attention then FFN, post-LayerNorm as in BERT.
+
+    `interventions` is this layer's slice (`Interventions.at_layer`).
+    """
 
     @nn.compact
-    def __call__(
-        self,
-        x,
-        mask_bias,
-        *,
-        deterministic: bool,
-        head_mask=None,
-        ffn_mask=None,
-        dot_general: DotGeneral | None = None,
-    ):
+    def __call__(self, x, mask_bias, *, deterministic: bool, interventions: Interventions = NONE):
         kw = self.kwargs()
         attn_out, scores, probs = Attention(**kw, name="attention")(
-            x, mask_bias, head_mask, deterministic, dot_general
+            x, mask_bias, deterministic, interventions
         )
-        act = Intermediate(**kw, name="intermediate")(attn_out, ffn_mask, dot_general)
-        out = DenseResidualNorm(**kw, name="output")(act, attn_out, deterministic, dot_general)
+        act = Intermediate(**kw, name="intermediate")(attn_out, interventions)
+        out = DenseResidualNorm(**kw, name="output")(act, attn_out, deterministic, interventions)
         return out, {"attn_scores": scores, "attn_probs": probs, "ffn_act": act}
 
 
@@ -200,18 +327,11 @@ class LayerStack(BertModule):
     """HF `encoder.layer`: layers named "0", "1", ...; runs those named in `layers`."""
 
     @nn.compact
-    def __call__(
-        self, x, mask_bias, *, deterministic, layers, head_mask, ffn_mask, dot_general, collect
-    ):
+    def __call__(self, x, mask_bias, *, deterministic, layers, interventions, collect):
         inter = {}
         for i in layers:
             x, extra = Layer(**{**self.kwargs(), "layer": i}, name=str(i))(
-                x,
-                mask_bias,
-                deterministic=deterministic,
-                head_mask=None if head_mask is None else head_mask[i],
-                ffn_mask=None if ffn_mask is None else ffn_mask[i],
-                dot_general=dot_general,
+                x, mask_bias, deterministic=deterministic, interventions=interventions.at_layer(i)
             )
             if "hidden" in collect:
                 inter[f"hidden/{i}"] = x
@@ -221,29 +341,43 @@ class LayerStack(BertModule):
         return x, inter
 
 
-class Encoder(BertModule):
-    """HF `encoder`: the layer stack under `encoder/layer/{i}`; with `replace`, the
-    Theseus successors under `encoder/successor/{m}`."""
+class Encoder(nn.Module):
+    """HF `encoder`: the layer stack under `encoder/layer/{i}`; with
+    `interventions.replace`, the Theseus successors under `encoder/successor/{m}`.
+    Replaced modules run without head/FFN masks and collect no intermediates.
 
-    @nn.compact
-    def __call__(self, x, mask_bias, *, replace=None, **kwargs):
+    Not a `BertModule`: its submodule `layer` would clash with the `layer` field.
+    """
+
+    config: BertConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.layer = LayerStack(**kw)
+        self.successor = LayerStack(**kw)
+
+    def __call__(self, x, mask_bias, *, deterministic, layers, interventions, collect):
+        replace = interventions.replace
         if replace is None:
-            return LayerStack(**self.kwargs(), name="layer")(x, mask_bias, **kwargs)
-        modules, use_successor = replace
-        stack = LayerStack(**self.kwargs(), name="layer")
-        successors = LayerStack(**self.kwargs(), name="successor")
-        deterministic, dot_general = kwargs["deterministic"], kwargs["dot_general"]
-        run = dict(deterministic=deterministic, head_mask=None, ffn_mask=None, collect=())
-
-        for m, layers in enumerate(modules):
+            return self.layer(
+                x,
+                mask_bias,
+                deterministic=deterministic,
+                layers=layers,
+                interventions=interventions,
+                collect=collect,
+            )
+        inner = interventions.replace_fields(head_mask=None, ffn_mask=None, replace=None)
+        run = dict(deterministic=deterministic, interventions=inner, collect=())
+        # Branches reach the stacks through the module argument (nn.cond's contract), so
+        # the variables they write (activation statistics) are lifted, not leaked.
+        for m, members in enumerate(replace.modules):
             x = nn.cond(
-                use_successor[m],
-                lambda _, y, m=m: successors(
-                    y, mask_bias, layers=(m,), **run, dot_general=dot_general
-                )[0],
-                lambda _, y, layers=layers: stack(
-                    y, mask_bias, layers=layers, **run, dot_general=dot_general
-                )[0],
+                replace.use_successor[m],
+                lambda mdl, y, m=m: mdl.successor(y, mask_bias, layers=(m,), **run)[0],
+                lambda mdl, y, members=members: mdl.layer(y, mask_bias, layers=members, **run)[0],
                 self,
                 x,
             )
@@ -254,8 +388,8 @@ class Pooler(BertModule):
     """HF `pooler`: tanh(Dense(hidden state of [CLS]))."""
 
     @nn.compact
-    def __call__(self, x, dot_general):
-        return jnp.tanh(_dense(self, self.config.hidden_size, "dense", dot_general)(x[:, 0]))
+    def __call__(self, x, interventions: Interventions):
+        return jnp.tanh(dense(self, self.config.hidden_size, "dense")(x[:, 0], interventions))
 
 
 class BertEncoder(BertModule):
@@ -274,13 +408,10 @@ class BertEncoder(BertModule):
         *,
         deterministic: bool = True,
         collect: Sequence[str] = (),
-        head_mask=None,
-        ffn_mask=None,
-        layers: Sequence[int] | None = None,
-        dot_general: DotGeneral | None = None,
-        replace=None,
+        interventions: Interventions | None = None,
     ):
         cfg = self.config
+        interventions = NONE if interventions is None else interventions
         unknown = set(collect) - set(COLLECTABLE)
         if unknown:
             raise ValueError(f"unknown intermediates {sorted(unknown)}; known: {COLLECTABLE}")
@@ -288,6 +419,7 @@ class BertEncoder(BertModule):
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
+        layers = interventions.layers
         layers = tuple(range(cfg.num_hidden_layers)) if layers is None else tuple(layers)
         if any(not 0 <= i < cfg.num_hidden_layers for i in layers):
             raise ValueError(f"layers {layers} out of range for {cfg.num_hidden_layers} layers")
@@ -299,19 +431,17 @@ class BertEncoder(BertModule):
         mask_bias = jnp.where(
             attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
         ).astype(jnp.float32)
-        x, layer_inter = Encoder(**kw, name="encoder")(
+        encoder = Encoder(self.config, self.dtype, self.param_dtype, name="encoder")
+        x, layer_inter = encoder(
             x,
             mask_bias,
             deterministic=deterministic,
             layers=layers,
-            head_mask=head_mask,
-            ffn_mask=ffn_mask,
-            dot_general=dot_general,
+            interventions=interventions,
             collect=tuple(collect),
-            replace=replace,
         )
         inter.update(layer_inter)
         outputs = {"last_hidden_state": x}
         if cfg.add_pooler:
-            outputs["pooler_output"] = Pooler(**kw, name="pooler")(x, dot_general)
+            outputs["pooler_output"] = Pooler(**kw, name="pooler")(x, interventions)
         return outputs, inter

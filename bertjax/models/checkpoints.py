@@ -4,8 +4,14 @@ A checkpoint is a directory with `config.json`, weights (`model.safetensors`,
 sharded safetensors, or `pytorch_model.bin`) and tokenizer files. Names
 resolve as: an existing directory, then a folder under `$BERTJAX_MODELS`, then
 the Hugging Face hub (for users with network).
+
+Stored-int8 params (`methods/quant/storage.py`) are written as int8 tensors with
+their scales (`convert`'s module doc) and `config.json` `bertjax_quantization`;
+`load_pretrained` gives them back as int8 (the model runs them in int8), and
+`save_pretrained(..., dequantize=True)` writes the plain fp32 layout transformers loads.
 """
 
+import functools
 import json
 import logging
 import shutil
@@ -22,6 +28,7 @@ from bertjax import paths
 from bertjax.models import convert
 from bertjax.models.config import BertConfig
 from bertjax.models.heads import BertModel
+from bertjax.models.layout import head_columns
 from bertjax.models.variants import is_variant, variant_config
 
 log = logging.getLogger(__name__)
@@ -39,14 +46,19 @@ _ARCHITECTURES = {
 }
 
 
-def resolve(name_or_path: str | Path) -> Path:
-    """The local checkpoint directory for a path, a `$BERTJAX_MODELS` name or a hub name."""
+def resolve(name_or_path: str | Path, *, hub: bool = True) -> Path:
+    """The local checkpoint directory for a path, a `$BERTJAX_MODELS` name or (with
+    `hub`) a hub name; FileNotFoundError when there is none."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     local = paths.models_root() / str(name_or_path)
     if local.is_dir():
         return local
+    if not hub:
+        raise FileNotFoundError(
+            f"{name_or_path}: not a directory (nor a model under {paths.models_root()})"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -83,49 +95,77 @@ def read_state_dict(directory: Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
 
 
+def _cut_pad(x: np.ndarray, axis: int, width: int, fill: float = 0) -> np.ndarray:
+    """`x` cut to its first `width` entries along `axis`, or padded there with `fill`."""
+    x = np.asarray(x)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(0, width)
+    x = x[tuple(index)]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, max(width - x.shape[axis], 0))
+    return np.pad(x, pad, constant_values=fill)
+
+
+def _on_kernel(kernel: Any, axis: int, fn) -> Any:
+    """`fn(x, axis, fill)` applied to a kernel along `axis`. A stored-int8 kernel's values
+    get zeros where padded; its per-output-channel scales follow a change of the output
+    axis, with scale 1 for padded channels (a zero channel is exact at any scale)."""
+    if not convert.is_quantized(kernel):
+        return fn(np.asarray(kernel), axis, 0)
+    values = np.asarray(kernel[convert.QVALUE])
+    out = {**kernel, convert.QVALUE: fn(values, axis, 0)}
+    if axis % values.ndim == values.ndim - 1:
+        out[convert.SCALE] = fn(np.asarray(kernel[convert.SCALE]), 0, 1)
+    return out
+
+
+def _width(kernel: Any, axis: int) -> int:
+    values = kernel[convert.QVALUE] if convert.is_quantized(kernel) else kernel
+    return np.shape(values)[axis]
+
+
 def resize_ffn(params: dict, widths: Sequence[int]) -> dict:
     """FFN weights cut or zero-padded to `widths[i]` neurons in layer i.
 
     Zero neurons change no output (gelu(0) = 0 and their output rows are 0),
     so padding gives HF (one FFN width for all layers) the exact same model.
+    Stored-int8 kernels are padded with int8 zeros (scales 1).
     """
     layers = params.get("bert", {}).get("encoder", {}).get("layer", {})
     resized = {}
     for key, layer in layers.items():
         width = widths[int(key)]
         ffn_in, ffn_out = layer["intermediate"]["dense"], layer["output"]["dense"]
-        current = ffn_in["kernel"].shape[1]
-        pad = max(width - current, 0)
+
+        def fit(x, axis, fill, width=width):
+            return _cut_pad(x, axis, width, fill)
+
         resized[key] = {
             **layer,
             "intermediate": {
                 "dense": {
-                    "kernel": np.pad(np.asarray(ffn_in["kernel"])[:, :width], ((0, 0), (0, pad))),
-                    "bias": np.pad(np.asarray(ffn_in["bias"])[:width], (0, pad)),
+                    "kernel": _on_kernel(ffn_in["kernel"], 1, fit),
+                    "bias": fit(ffn_in["bias"], 0, 0),
                 }
             },
             "output": {
                 **layer["output"],
-                "dense": {
-                    "kernel": np.pad(np.asarray(ffn_out["kernel"])[:width], ((0, pad), (0, 0))),
-                    "bias": ffn_out["bias"],
-                },
+                "dense": {"kernel": _on_kernel(ffn_out["kernel"], 0, fit), "bias": ffn_out["bias"]},
             },
         }
     return {**params, "bert": {**params["bert"], "encoder": {"layer": resized}}}
 
 
-def _head_columns(heads: Sequence[int], dim: int) -> np.ndarray:
-    return (np.asarray(heads, np.int64)[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
-
-
-def _place_columns(x: np.ndarray, columns: np.ndarray, axis: int, width: int | None):
-    """`x` restricted to `columns` of `axis` (width None), or scattered into zeros of `width`."""
+def _place_columns(
+    x: np.ndarray, columns: np.ndarray, axis: int, width: int | None, fill: float = 0
+):
+    """`x` restricted to `columns` of `axis` (width None), or scattered into `fill`s of
+    `width`."""
     if width is None:
         return np.take(x, columns, axis=axis)
     shape = list(x.shape)
     shape[axis] = width
-    out = np.zeros(shape, x.dtype)
+    out = np.full(shape, fill, x.dtype)
     index = [slice(None)] * x.ndim
     index[axis] = columns
     out[tuple(index)] = x
@@ -138,22 +178,23 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
     `pad=True` puts each kept head back at its original index and fills removed
     heads with zeros (a zero head adds exactly nothing: zero values, zero output
     rows), which is the only layout transformers 5.x BERT can load;
-    `pad=False` keeps only the heads a pruned config has.
+    `pad=False` keeps only the heads a pruned config has. Stored-int8 kernels get int8
+    zeros for removed heads (scales 1).
     """
     layers = params["bert"]["encoder"]["layer"]
     dim, full = config.head_dim, config.num_attention_heads
     resized = {}
     for key, layer in layers.items():
         removed = set(config.pruned_heads[int(key)])
-        kept = _head_columns([h for h in range(full) if h not in removed], dim)
+        kept = head_columns([h for h in range(full) if h not in removed], dim)
         attention = layer["attention"]
 
-        def fix(x, axis, kept=kept):
-            return _place_columns(np.asarray(x), kept, axis, full * dim if pad else None)
+        def fix(x, axis, fill=0, kept=kept):
+            return _place_columns(np.asarray(x), kept, axis, full * dim if pad else None, fill)
 
         projections = {
             n: {
-                "kernel": fix(attention["self"][n]["kernel"], 1),
+                "kernel": _on_kernel(attention["self"][n]["kernel"], 1, fix),
                 "bias": fix(attention["self"][n]["bias"], 0),
             }
             for n in ("query", "key", "value")
@@ -161,7 +202,7 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
         output = {
             **attention["output"],
             "dense": {
-                "kernel": fix(attention["output"]["dense"]["kernel"], 0),
+                "kernel": _on_kernel(attention["output"]["dense"]["kernel"], 0, fix),
                 "bias": attention["output"]["dense"]["bias"],
             },
         }
@@ -170,11 +211,17 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
 
 
 def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
-    """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked."""
+    """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked.
+    A stored-int8 leaf stays int8 (its values have the float leaf's shape)."""
     out = {}
     for key, value in target.items():
         name = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, dict):
+        if convert.is_quantized(loaded.get(key)):
+            shape = tuple(np.shape(loaded[key][convert.QVALUE]))
+            if shape != tuple(value.shape):
+                raise ValueError(f"{name}: checkpoint int8 shape {shape} != model {value.shape}")
+            out[key] = {k: jnp.asarray(v) for k, v in loaded[key].items()}
+        elif isinstance(value, dict):
             out[key] = _merge(value, loaded.get(key, {}), name, report)
         elif key in loaded:
             if tuple(loaded[key].shape) != tuple(value.shape):
@@ -186,6 +233,12 @@ def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
             report["initialised"].append(name)
             out[key] = value
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: BertModel):
+    """`jax.jit(model.init)`, compiled once per architecture (loading reuses it)."""
+    return jax.jit(model.init)
 
 
 def build(
@@ -202,7 +255,7 @@ def build(
         config, head=head, num_labels=num_labels, dtype=dtype, param_dtype=param_dtype
     )
     ids = jnp.zeros((1, 8), jnp.int32)
-    params = jax.jit(model.init)(jax.random.key(seed), ids)["params"]
+    params = _jitted_init(model)(jax.random.key(seed), ids)["params"]
     return model, flax.core.unfreeze(params)
 
 
@@ -214,9 +267,14 @@ def load_pretrained(
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     seed: int = 0,
+    dequantize: bool = False,
     **config_overrides,
 ):
     """`(model, params)` from an HF-layout checkpoint; missing head params start random.
+
+    A stored-int8 checkpoint (`bertjax_quantization` in config.json) loads as int8
+    params, not dequantized: the model runs its Dense layers in int8 (`dequantize=True`:
+    float32 params, e.g. to fine-tune further).
 
     `name_or_path` may also be a size from `variants` (`tiny`, `mini`, ...) for
     a random model. `num_labels` defaults to the checkpoint's when it has a
@@ -229,6 +287,8 @@ def load_pretrained(
     directory = resolve(name_or_path)
     hf_config = json.loads((directory / "config.json").read_text())
     state = convert.from_hf_state_dict(read_state_dict(directory))
+    if dequantize:
+        state = convert.dequantize(state)
     has_pooler = "pooler" in state.get("bert", {})
     needs_pooler = head in ("classification", "regression")
     config = BertConfig.from_hf(hf_config)
@@ -258,6 +318,38 @@ def load_pretrained(
     return model, params
 
 
+def quantization_info(params: dict) -> dict[str, Any]:
+    """config.json's description of a stored-int8 params tree (`methods/quant/storage.py`)."""
+    leaves = []
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            name = f"{path}/{key}" if path else key
+            if convert.is_quantized(value):
+                leaves.append((key, convert.INPUT_SCALE in value))
+            elif isinstance(value, dict):
+                walk(value, name)
+
+    walk(params, "")
+    static = [s for key, s in leaves if key == "kernel"]
+    activations = (
+        "static_per_tensor" if static and all(static)
+        else "dynamic_per_token" if not any(static)
+        else "mixed"
+    )  # fmt: skip
+    return {
+        "format": "int8",
+        "symmetric": True,
+        "range": [-127, 127],
+        "weights": "per_output_channel",  # X.weight int8 [out, in], X.weight_scale [out]
+        "embeddings": "per_row",  # X.weight int8 [V, H], X.weight_scale [V]
+        "activations": activations,  # static: X.input_scale [] (x / input_scale, rounded)
+        "accumulation": "int32",
+        "attention_products": "float",
+        "int8_tensors": len(leaves),
+    }
+
+
 def save_pretrained(
     model: BertModel,
     params: dict,
@@ -265,17 +357,23 @@ def save_pretrained(
     *,
     tokenizer: Any = None,
     labels: Sequence[str] | None = None,
+    dequantize: bool = False,
 ) -> Path:
     """Writes `config.json`, `model.safetensors` and tokenizer files in HF layout.
 
     `tokenizer`: a checkpoint directory to copy tokenizer files from, or a
     transformers tokenizer to `save_pretrained`. `labels` become `id2label`.
+    Stored-int8 params are written in int8 with their scales and described by
+    config.json's `bertjax_quantization` (bertjax reads them; transformers does not);
+    `dequantize=True` writes them as plain fp32 instead (`transformers` loads that).
     """
     from safetensors.numpy import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = jax.device_get(params)
+    if dequantize:
+        params = convert.dequantize(params)
     sizes = model.config.intermediate_sizes
     if sizes:
         params = resize_ffn(params, [max(sizes)] * len(sizes))
@@ -293,6 +391,8 @@ def save_pretrained(
         if model.head == "regression":
             hf["problem_type"] = "regression"
     hf["torch_dtype"] = "float32"
+    if convert.has_quantized(params):
+        hf["bertjax_quantization"] = quantization_info(params)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     if isinstance(tokenizer, (str, Path)):

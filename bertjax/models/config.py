@@ -1,6 +1,7 @@
 """BERT hyper-parameters, convertible to and from Hugging Face `config.json`."""
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 _HF_FIELDS = (
@@ -68,6 +69,19 @@ class BertConfig:
     def ffn_size(self, layer: int) -> int:
         """FFN width of layer `layer`."""
         return self.intermediate_sizes[layer] if self.intermediate_sizes else self.intermediate_size
+
+    def with_layers(self, sources: Sequence[int]) -> "BertConfig":
+        """The config of a model made of layers `sources` (in order) of this one: per-layer
+        head removals and FFN widths follow their layers (layer dropping, Theseus, truncation)."""
+        pick = lambda values: tuple(values[i] for i in sources) if values else values  # noqa: E731
+        sizes = pick(self.intermediate_sizes)
+        return dataclasses.replace(
+            self,
+            num_hidden_layers=len(sources),
+            pruned_heads=pick(self.pruned_heads),
+            intermediate_sizes=sizes,
+            intermediate_size=max(sizes, default=self.intermediate_size),
+        )
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "BertConfig":

@@ -4,6 +4,14 @@ HF names map one to one onto ours: `encoder.layer.3.attention.self.query.weight`
 is `bert/encoder/layer/3/attention/self/query/kernel` (transposed, since
 torch Linear stores [out, in]); embeddings are `.../embedding`; LayerNorm
 `weight`/`gamma` is `scale`. The `bert.` prefix is optional on the way in.
+
+Stored int8 (`methods/quant/storage.py`): a quantized leaf is a dict
+`{"qvalue": int8, "scale": float32[, "input_scale": float32 []]}` in place of the
+array: a Dense `kernel` [in, out] with one scale per output channel, an `embedding`
+table [V, H] with one scale per row. In HF layout the int8 tensor keeps the leaf's
+name (`...query.weight` int8 [out, in], `...word_embeddings.weight` int8 [V, H]) and
+the scales sit beside it: `...weight_scale` float32 [out] / [V], and with static
+activation scales `...input_scale` float32 [].
 """
 
 from collections.abc import Mapping
@@ -14,6 +22,40 @@ import numpy as np
 ENCODER_ROOTS = ("embeddings", "encoder", "pooler")
 # Keys with no parameter of their own: buffers, the tied MLM decoder, the NSP head.
 _SKIPPED = ("position_ids", "cls.predictions.decoder.", "cls.seq_relationship.")
+# A stored-int8 leaf: int8 values and float32 scales (and a static activation scale).
+QVALUE, SCALE, INPUT_SCALE = "qvalue", "scale", "input_scale"
+# HF-layout suffixes of the scales of the int8 tensor `X.weight`: `X.weight_scale`, ...
+_SCALE_SUFFIXES = {"weight_scale": SCALE, "input_scale": INPUT_SCALE}
+
+
+def is_quantized(node: Any) -> bool:
+    """Whether `node` is a stored-int8 leaf (`{"qvalue", "scale"[, "input_scale"]}`)."""
+    return isinstance(node, Mapping) and QVALUE in node and SCALE in node
+
+
+def has_quantized(tree: Any) -> bool:
+    """Whether any leaf of a params tree is stored in int8."""
+    if is_quantized(tree):
+        return True
+    return isinstance(tree, Mapping) and any(has_quantized(v) for v in tree.values())
+
+
+def dequantize_leaf(name: str, node: Mapping) -> np.ndarray:
+    """The float32 array of a stored-int8 leaf called `name` (`kernel` or `embedding`)."""
+    values = np.asarray(node[QVALUE]).astype(np.float32)
+    scale = np.asarray(node[SCALE], np.float32)
+    if name == "embedding":  # one scale per row
+        return values * scale[:, None]
+    return values * scale.reshape((1,) * (values.ndim - 1) + (-1,))  # per output channel
+
+
+def dequantize(tree: Any, name: str = "") -> Any:
+    """`tree` with every stored-int8 leaf replaced by its float32 array (numpy)."""
+    if is_quantized(tree):
+        return dequantize_leaf(name, tree)
+    if isinstance(tree, Mapping):
+        return {k: dequantize(v, k) for k, v in tree.items()}
+    return tree
 
 
 def _leaf_name(parts: list[str]) -> tuple[str, bool]:
@@ -48,32 +90,53 @@ def hf_key_to_path(key: str) -> tuple[tuple[str, ...], bool] | None:
 def from_hf_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Nested params (`{"bert": ..., "classifier": ..., "cls": ...}`) from an HF state dict."""
     params: dict[str, Any] = {}
+    extras: dict[str, dict[str, np.ndarray]] = {}  # HF weight key -> its int8 scales
     for key, value in state.items():
+        head, _, leaf = key.rpartition(".")
+        if leaf in _SCALE_SUFFIXES:
+            extras.setdefault(f"{head}.weight", {})[_SCALE_SUFFIXES[leaf]] = np.asarray(value)
+    for key, value in state.items():
+        if key.rpartition(".")[2] in _SCALE_SUFFIXES:
+            continue
         mapped = hf_key_to_path(key)
         if mapped is None:
             continue
         path, transpose = mapped
         value = np.asarray(value)
+        value = value.T if transpose else value
+        if key in extras:  # a stored-int8 tensor and its scales
+            if value.dtype != np.int8 or SCALE not in extras[key]:
+                raise ValueError(f"{key}: scales need an int8 tensor with a weight_scale")
+            value = {QVALUE: value, **extras.pop(key)}
+        elif value.dtype == np.int8:
+            raise ValueError(f"{key}: an int8 tensor without {key}_scale")
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = value.T if transpose else value
+        node[path[-1]] = value
+    if extras:
+        raise ValueError(f"scales without their int8 tensor: {sorted(extras)}")
     return params
 
 
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()):
     for key, value in tree.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and not is_quantized(value):
             yield from _flatten(value, (*prefix, key))
         else:
             yield (*prefix, key), value
 
 
 def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict[str, np.ndarray]:
-    """HF state dict of our params; `prefix_encoder` adds `bert.` (task models)."""
+    """HF state dict of our params; `prefix_encoder` adds `bert.` (task models).
+
+    Float leaves are written as float32; stored-int8 leaves as int8 with their
+    scales (`X.weight_scale`, `X.input_scale`; see the module doc)."""
     state = {}
     for path, value in _flatten(params):
-        value = np.asarray(value, dtype=np.float32)
+        quantized = value if is_quantized(value) else None
+        value = np.asarray(value[QVALUE] if quantized else value)
+        value = value.astype(np.int8 if quantized else np.float32, copy=False)
         parts = list(path)
         if parts[0] == "bert" and not prefix_encoder:
             parts = parts[1:]
@@ -82,5 +145,12 @@ def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict
             parts[-1], value = "weight", value.T
         elif leaf in ("scale", "embedding"):
             parts[-1] = "weight"
-        state[".".join(parts)] = np.ascontiguousarray(value)
+        elif quantized:
+            raise ValueError(f"{'/'.join(path)}: only kernels and embeddings are stored in int8")
+        key = ".".join(parts)
+        state[key] = np.ascontiguousarray(value)
+        for suffix, field in _SCALE_SUFFIXES.items():
+            if quantized and field in quantized:
+                scale = np.array(quantized[field], np.float32, order="C")  # 0-d stays 0-d
+                state[f"{key.rpartition('.')[0]}.{suffix}"] = scale
     return state

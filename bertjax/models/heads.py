@@ -10,8 +10,16 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from bertjax.models.bert import _ACTIVATIONS, BertEncoder, BertModule, _init, _layer_norm
+from bertjax.models.bert import (
+    _ACTIVATIONS,
+    BertEncoder,
+    BertModule,
+    _init,
+    _layer_norm,
+    dense,
+)
 from bertjax.models.dropout import Dropout
+from bertjax.models.interventions import NONE, Interventions
 
 HEADS = (None, "classification", "regression", "mlm")
 
@@ -20,7 +28,7 @@ class BertModel(BertModule):
     """BERT encoder plus an optional head; returns `(outputs, intermediates)`.
 
     `outputs["logits"]`: [B, num_labels] for classification, [B, 1] for
-    regression, [B, T, vocab] for MLM. All encoder overrides pass through.
+    regression, [B, T, vocab] for MLM. `interventions` reach the encoder and the head.
     """
 
     head: str | None = None
@@ -39,12 +47,13 @@ class BertModel(BertModule):
         *,
         deterministic: bool = True,
         collect: Sequence[str] = (),
-        **overrides,
+        interventions: Interventions | None = None,
     ):
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
         if self.head in ("classification", "regression") and not self.config.add_pooler:
             raise ValueError("sequence heads read the pooler output: set config.add_pooler")
+        interventions = NONE if interventions is None else interventions
         kw = self.kwargs()
         encoder = BertEncoder(**kw, name="bert")
         outputs, inter = encoder(
@@ -53,20 +62,15 @@ class BertModel(BertModule):
             token_type_ids,
             deterministic=deterministic,
             collect=collect,
-            **overrides,
+            interventions=interventions,
         )
         if self.head in ("classification", "regression"):
             pooled = Dropout(self.config.hidden_dropout_prob)(
                 outputs["pooler_output"], deterministic=deterministic
             )
-            outputs["logits"] = nn.Dense(
-                self.num_labels_out,
-                kernel_init=_init(self.config),
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                dot_general=overrides.get("dot_general"),
-                name="classifier",
-            )(pooled)
+            outputs["logits"] = dense(self, self.num_labels_out, "classifier")(
+                pooled, interventions
+            )
         elif self.head == "mlm":
             table = encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
             outputs["logits"] = _MlmScope(**kw, name="cls")(outputs["last_hidden_state"], table)

@@ -1,9 +1,9 @@
 """Forward-only calibration passes over training batches, run by the loop before training.
 
-- `calibrate`: feeds `method.calibration_batches()` training batches through
-  the model as the method presents it (`forward_params`, `overrides`, no
-  dropout) and folds what its overrides observed into the method state
-  (`observe`): static activation ranges for post-training quantization.
+- `calibrate`: feeds `method.calibration_batches` training batches through
+  the model as the method presents it (`steps.forward`, no dropout) and folds
+  the statistics the model recorded into the method state (`update` with no
+  gradient): static activation ranges for post-training quantization.
 - `resolve_layer_drop`: for `config.layer_drop.strategy == "contribution"`,
   averages each layer's input/output cosine similarity over training batches
   of the unpruned model and returns the config with the `drop` most similar
@@ -46,19 +46,6 @@ def calibration_batches(
         epoch += 1
 
 
-def make_calibration_step(model, method: Method):
-    """Jitted `(params, method_state, inputs) -> method_state`: one forward pass, then `observe`."""
-
-    def calibration_step(params, method_state, inputs):
-        seen = method.forward_params(params, method_state)
-        overrides = method.overrides(method_state)
-        model.apply({"params": seen}, *(inputs[k] for k in steps.MODEL_INPUTS), **overrides)
-        observed = jax.lax.stop_gradient(method.observed(overrides))
-        return method.observe(method_state, observed)
-
-    return jax.jit(calibration_step)
-
-
 def calibrate(
     model,
     method: Method,
@@ -71,11 +58,11 @@ def calibrate(
     desc: str = "calibrate",
     disable: bool = False,
 ) -> TrainState:
-    """`state` with `method.calibration_batches()` batches observed (unchanged for 0)."""
-    count = method.calibration_batches()
+    """`state` with `method.calibration_batches` batches observed (unchanged for 0)."""
+    count = method.calibration_batches
     if not count:
         return state
-    step = make_calibration_step(model, method)
+    step = steps.make_calibration_step(model, method)
     method_state = state.method_state
     batches = calibration_batches(encoded, batch_size, seed, count)
     for inputs in tqdm(batches, total=count, desc=desc, disable=disable, dynamic_ncols=True):
@@ -92,10 +79,8 @@ def contribution_similarity(
 
     @jax.jit
     def similarity_step(params, inputs):
-        _, inter = model.apply(
-            {"params": params},
-            *(inputs[k] for k in steps.MODEL_INPUTS),
-            collect=("embeddings", "hidden"),
+        _, inter, _ = steps.forward(
+            model, Method(), params, {}, 0, inputs, train=False, collect=("embeddings", "hidden")
         )
         tokens = jnp.sum(inputs["attention_mask"]).astype(jnp.float32)
         return layer_similarity(inter, inputs["attention_mask"], num_layers) * tokens, tokens

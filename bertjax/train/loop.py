@@ -3,14 +3,17 @@
 Meeting point of model, data, optimizer and compression methods.
 A run writes to `workdir`: `config.json`, `checkpoints/` (orbax, resumed
 automatically), `metrics.jsonl`, `tensorboard/`, `results.json` and the final
-model in HF layout under `export/`.
+model in HF layout under `export/` (stored-int8 models: the int8 artifact, and its
+fp32 copy under `export_fp32/`).
 """
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +24,14 @@ from tqdm.auto import tqdm
 from bertjax import models, paths
 from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
+from bertjax.models import layout
 from bertjax.train import calibration, checkpoint, evaluation, steps, writers
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import teacher as teacher_lib
-from bertjax.train.method_config import build_method
+from bertjax.train.method_config import build_method, method_name
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
-from methods.pruning.layer_drop import LayerDrop
+from methods.base import Context, Method
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,7 @@ def truncate(model, params, keep: tuple[int, ...]):
         raise ValueError(f"model.keep_layers {keep} must be distinct layers of 0..{num_layers - 1}")
     if list(keep) != sorted(keep):
         raise ValueError(f"model.keep_layers {keep} must be increasing")
-    dropped = tuple(i for i in range(num_layers) if i not in keep)
-    drop = LayerDrop(num_layers=num_layers, strategy="explicit", layers_to_drop=dropped)
-    params, config = drop.finalize(params, None, model.config)
-    return model.clone(config=config), params
+    return model.clone(config=model.config.with_layers(keep)), layout.select_layers(params, keep)
 
 
 def load_data(config: ConfigDict, task: tasks.Task, tok):
@@ -116,16 +117,48 @@ def _check_finite(history: list[tuple[int, dict]]) -> None:
             raise FloatingPointError(f"loss is {loss} at step {step}: stopping the run")
 
 
-def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
-    """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results."""
-    workdir = Path(workdir)
-    is_main = jax.process_index() == 0
+# Named random streams of a run, each a fold of the seed's key (values fixed for
+# reproducibility: changing one changes every run's initial method state).
+RNG_STREAMS = {"method_state": 1, "method_params": 2}
+
+
+def rng_streams(seed: int) -> dict:
+    """`{"state": key, "params": key}`, the keys methods' `init` receives."""
+    key = jax.random.key(seed)
+    return {
+        "state": jax.random.fold_in(key, RNG_STREAMS["method_state"]),
+        "params": jax.random.fold_in(key, RNG_STREAMS["method_params"]),
+    }
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run builds before its first step (see `create_train_state`)."""
+
+    config: ConfigDict  # resolved (e.g. contribution-based layer dropping measured)
+    task: tasks.Task
+    model: Any
+    state: TrainState  # replicated over `mesh`
+    method: Method
+    tokenizer_source: str
+    train_data: Any
+    eval_data: Any
+    mesh: Any
+    teacher: Any  # the teacher model (distillation, loyalty) or None
+    teacher_params: Any
+    total_steps: int
+    steps_per_epoch: int
+    calibration_report: dict
+
+
+def create_train_state(config: ConfigDict) -> Run:
+    """Model, data, teacher (loaded once), composed method and the initial `TrainState`
+    of `config`: what `train_and_evaluate` runs, and what benchmarks and notebooks reuse."""
     task = tasks.get_task(config.task)
     model, params, tok, tokenizer_source = build_model(config, task)
     train_data, eval_data = load_data(config, task, tok)
     if len(train_data) == 0:
         raise ValueError(f"task {task.name}: the training split is empty")
-
     mesh = mesh_lib.make_mesh()
     for size in (config.train.batch_size, config.train.eval_batch_size):
         mesh_lib.check_batch_size(size, mesh)
@@ -138,21 +171,46 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         config, model, params, train_data, mesh
     )
     teacher, teacher_params = teacher_lib.load_teacher(config, task, mesh)
-    method = build_method(
-        config,
-        max(total_steps, 1),
-        model.config,
-        regression=task.is_regression,
+    context = Context(
+        total_steps=max(total_steps, 1),
+        model=model.config,
         teacher=teacher.config if teacher else None,
+        regression=task.is_regression,
+        trains=total_steps > 0,
     )
-    cache_teacher = teacher_lib.check_cacheable(config, method.intermediates())
-    # Method-owned trainable params (distillation projections, Theseus successors).
-    params = method.init_params(params, jax.random.fold_in(jax.random.key(config.train.seed), 2))
+    method = build_method(config, context)
+    params, method_state = method.init(params, rng_streams(config.train.seed))
     tx = method.wrap_optimizer(make_optimizer(config.train, max(total_steps, 1)), params)
-    method_state = method.init(params, jax.random.fold_in(jax.random.key(config.train.seed), 1))
     state = TrainState.create(params, tx, config.train.seed, method_state=method_state)
-    state = mesh_lib.replicate(state, mesh)
-    del params, method_state
+    return Run(
+        config=config,
+        task=task,
+        model=model,
+        state=mesh_lib.replicate(state, mesh),
+        method=method,
+        tokenizer_source=tokenizer_source,
+        train_data=train_data,
+        eval_data=eval_data,
+        mesh=mesh,
+        teacher=teacher,
+        teacher_params=teacher_params,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        calibration_report=calibration_report,
+    )
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
+    """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results."""
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    run = create_train_state(config)
+    config, task, model, method, mesh = run.config, run.task, run.model, run.method, run.mesh
+    train_data, eval_data, state = run.train_data, run.eval_data, run.state
+    teacher, teacher_params = run.teacher, run.teacher_params
+    total_steps, steps_per_epoch = run.total_steps, run.steps_per_epoch
+    distilling = config.get("distill") is not None
+    cache_teacher = teacher_lib.check_cacheable(config, method.intermediates)
 
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -175,11 +233,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         model,
         regression=task.is_regression,
         method=method,
-        teacher="cached" if cache_teacher else teacher,
+        teacher="cached" if cache_teacher else teacher if distilling else None,
     )
-    step_extra = (teacher_params,) if teacher and not cache_teacher else ()
+    step_extra = (teacher_params,) if distilling and not cache_teacher else ()
     eval_step = steps.make_eval_step(model, method=method)
-    if fresh and method.calibration_batches():
+    if fresh and method.calibration_batches:
         state = calibration.calibrate(
             model,
             method,
@@ -272,12 +330,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     results = {
         "task": task.name,
         "model": config.model.name,
-        "method": config.method,
+        "method": method_name(method),
         "metrics": eval_metrics,
         "main_metric": task.main_metric,
         **model_size(final_params),
         **method.report(jax.device_get(state.params), jax.device_get(state.method_state)),
-        **calibration_report,
+        **run.calibration_report,
         "train_seconds": round(elapsed, 2),
         "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
         "steps": total_steps,
@@ -285,15 +343,23 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     }
     if config.get("teacher"):
         results["teacher"] = config.teacher
-        results.update(teacher_lib.teacher_loyalty(config, task, eval_data, eval_logits, mesh))
+        results.update(
+            teacher_lib.teacher_loyalty(
+                teacher, teacher_params, task, eval_data, eval_logits, config, mesh
+            )
+        )
     if is_main:
         if config.export:
-            models.save_pretrained(
-                model,
-                final_params,
-                workdir / "export",
-                tokenizer=tokenizer_source,
-                labels=task.labels,
-            )
+            # A stored-int8 model (quant int8) also gets its dequantized fp32 copy.
+            int8 = models.convert.has_quantized(final_params)
+            for name, dequantize in [("export", False)] + [("export_fp32", True)] * int8:
+                models.save_pretrained(
+                    model,
+                    final_params,
+                    workdir / name,
+                    tokenizer=run.tokenizer_source,
+                    labels=task.labels,
+                    dequantize=dequantize,
+                )
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -1,8 +1,10 @@
-"""The jitted train and eval steps: pure functions of (state, batch).
+"""The jitted train and eval steps: pure functions of (state, batch), on one forward path.
 
-Losses are weighted means over `batch["weights"]`, so padded rows (weight 0)
-that fill the last batch change nothing, and a batch split over any number
-of devices gives the same result.
+`forward` is the model as the compression methods present it (`Method.present`:
+params and interventions); the train step, the eval step and calibration all
+call it. Losses are weighted means over `batch["weights"]`, so padded rows
+(weight 0) that fill the last batch change nothing, and a batch split over any
+number of devices gives the same result.
 """
 
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bertjax.models.interventions import STATS, empty_stats, matmul_sites
 from bertjax.train.state import TrainState
 from methods.base import Method
 
@@ -30,65 +33,80 @@ def task_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def forward(
+    model, method: Method, params, method_state, step, batch: dict, *, train, rng=None, collect=None
+):
+    """`(outputs, inter, stats)`: the model on `batch` as `method` presents it.
+
+    `train` selects the methods' training interventions (else evaluation's);
+    `rng` turns dropout on; `collect` defaults to what the method reads. `stats`
+    is the `quant_stats` collection the matmul intervention wrote (pre-populated
+    with every site, so that `nn.cond` branches return the same variables), or {}.
+    """
+    seen, interventions = method.present(params, method_state, step, train)
+    variables, mutable = {"params": seen}, []
+    if getattr(interventions.matmul, "records", False):
+        variables[STATS] = empty_stats(matmul_sites(seen))
+        mutable = [STATS]
+    result = model.apply(
+        variables,
+        *(batch[k] for k in MODEL_INPUTS),
+        deterministic=rng is None,
+        rngs={} if rng is None else {"dropout": rng},
+        collect=method.intermediates if collect is None else collect,
+        interventions=interventions,
+        mutable=mutable or False,
+    )
+    (outputs, inter), collections = result if mutable else (result, {})
+    return outputs, inter, collections.get(STATS, {})
+
+
 def train_step_fn(
     model, *, regression: bool, method: Method | None = None, teacher=None
 ) -> Callable:
     """The pure `train_step(state, batch[, teacher_params]) -> (state, metrics)`, not jitted.
 
-    The compression `method` decides what the model sees (`forward_params`,
-    `overrides`), adds loss terms, folds in what its overrides observed
-    (`observe`, e.g. activation ranges), and updates its state after the gradient;
-    gradients flow to the raw `state.params` (straight through any mask).
+    Gradients flow to the raw `state.params` (straight through any mask); the
+    method's `update` then sees the loss metrics and collected statistics.
     With a `teacher` model, its params are an argument of the step, held under
     `stop_gradient`, and `method.loss` receives the teacher's `(outputs, inter)`.
     `teacher="cached"`: the teacher's logits come as `batch["teacher_logits"]` (no
     intermediates), e.g. from `bertjax.train.teacher.cached_logits`.
     """
     method = method or Method()
-    collect = method.intermediates()
 
     def train_step(state: TrainState, batch: dict, teacher_params=None):
-        dropout_rng = state.step_rng()
-        inputs = tuple(batch[k] for k in MODEL_INPUTS)
+        step = state.step
         teacher_view = None
         if isinstance(teacher, str):  # "cached": the teacher's logits come with the batch
             teacher_view = ({"logits": batch["teacher_logits"]}, {})
         elif teacher is not None:
             teacher_view = teacher.apply(
-                {"params": jax.lax.stop_gradient(teacher_params)}, *inputs, collect=collect
+                {"params": jax.lax.stop_gradient(teacher_params)},
+                *(batch[k] for k in MODEL_INPUTS),
+                collect=method.intermediates,
             )
 
         def loss_fn(params):
-            seen = method.forward_params(params, state.method_state)
-            overrides = method.overrides(state.method_state)
-            outputs, inter = model.apply(
-                {"params": seen},
-                *inputs,
-                deterministic=False,
-                rngs={"dropout": dropout_rng},
-                collect=collect,
-                **overrides,
-            )
+            outputs, inter, stats = forward(
+                model, method, params, state.method_state, step, batch,
+                train=True, rng=state.step_rng(),
+            )  # fmt: skip
             loss = task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
-            extra, extra_metrics = method.loss(
-                (outputs, inter), teacher_view, batch, state.method_state, params
+            total, metrics = method.loss(
+                loss, (outputs, inter), teacher_view, batch, params, state.method_state, step
             )
-            total = method.hard_loss_weight() * loss + extra
-            # What the overrides recorded during this trace (e.g. activation ranges).
-            observed = method.observed(overrides)
-            return total, ({"task_loss": loss, **extra_metrics}, observed)
+            return total, ({"task_loss": loss, **metrics}, stats)
 
-        (loss, (aux, observed)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        method_state = method.observe(state.method_state, jax.lax.stop_gradient(observed))
-        method_state = method.observe_loss(method_state, jax.lax.stop_gradient(aux))
-        method_state = method.update(params, grads, method_state, state.step + 1)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        aux = jax.lax.stop_gradient({"metrics": metrics, "stats": stats})
+        method_state = method.update(state.method_state, params, grads, aux, step)
         new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
+            step=step + 1, params=params, opt_state=opt_state, method_state=method_state
         )
-        return new_state, metrics
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
     return train_step
 
@@ -108,12 +126,19 @@ def make_eval_step(model, *, method: Method | None = None) -> Callable:
     method = method or Method()
 
     def eval_step(params, method_state, batch: dict):
-        seen = method.forward_params(params, method_state)
-        outputs, _ = model.apply(
-            {"params": seen},
-            *(batch[k] for k in MODEL_INPUTS),
-            **method.eval_overrides(method_state),
-        )
+        outputs, _, _ = forward(model, method, params, method_state, 0, batch, train=False)
         return outputs["logits"].astype(jnp.float32)
 
     return jax.jit(eval_step)
+
+
+def make_calibration_step(model, method: Method) -> Callable:
+    """Jitted `(params, method_state, inputs) -> method_state`: one forward pass without
+    dropout, as in training, then `update` with no gradient (statistics only)."""
+
+    def calibration_step(params, method_state, inputs):
+        _, _, stats = forward(model, method, params, method_state, 0, inputs, train=True)
+        aux = jax.lax.stop_gradient({"metrics": {}, "stats": stats})
+        return method.update(method_state, params, None, aux, 0)
+
+    return jax.jit(calibration_step)

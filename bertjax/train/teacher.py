@@ -23,11 +23,12 @@ CACHE_FILE = "teacher_logits.npz"
 
 
 def load_teacher(config: ConfigDict, task, mesh):
-    """`(model, replicated params)` of `config.teacher` when distilling, else `(None, None)`."""
-    if config.get("distill") is None:
-        return None, None
+    """`(model, replicated params)` of `config.teacher` (distillation, loyalty), loaded once;
+    `(None, None)` without a teacher."""
     if not config.get("teacher"):
-        raise ValueError("config.distill needs config.teacher (a fine-tuned model directory)")
+        if config.get("distill") is not None:
+            raise ValueError("config.distill needs config.teacher (a fine-tuned model directory)")
+        return None, None
     head = "regression" if task.is_regression else "classification"
     teacher, params = models.load_pretrained(
         config.teacher, head=head, num_labels=tasks.num_labels(task)
@@ -35,13 +36,11 @@ def load_teacher(config: ConfigDict, task, mesh):
     return teacher, mesh_lib.replicate(params, mesh)
 
 
-def teacher_loyalty(config: ConfigDict, task, encoded, logits: np.ndarray, mesh) -> dict:
-    """Loyalty to `config.teacher` on `encoded`: label and probability loyalty (Xu et al.
+def teacher_loyalty(
+    teacher, teacher_params, task, encoded, logits: np.ndarray, config: ConfigDict, mesh
+) -> dict:
+    """Loyalty to the teacher on `encoded`: label and probability loyalty (Xu et al.
     2021) for classification; prediction correlation and RMS gap for regression."""
-    head = "regression" if task.is_regression else "classification"
-    teacher, teacher_params = models.load_pretrained(
-        config.teacher, head=head, num_labels=tasks.num_labels(task)
-    )
     batch_size = config.train.eval_batch_size
     teacher_logits = predict(
         steps.make_eval_step(teacher), teacher_params, {}, encoded, batch_size, mesh

@@ -37,10 +37,15 @@ class EmdDistillation(TransformerDistillation):
     weight_temperature: float = 0.0
     update_weights: bool = True
 
+    @property
+    def name(self) -> str:
+        return "distill_emd"
+
+    @property
     def intermediates(self):
         return ("embeddings", "hidden", "attn_scores")
 
-    def init(self, params, rng):
+    def init(self, params, rngs):
         m, n = self.teacher_layers, self.student_layers
         weights = {
             kind: {
@@ -49,7 +54,8 @@ class EmdDistillation(TransformerDistillation):
             }
             for kind in KINDS
         }
-        return {**super().init(params, rng), "weights": weights}
+        params, state = super().init(params, rngs)
+        return params, {**state, "weights": weights}
 
     def costs(self, student, teacher, batch, params) -> dict[str, jnp.ndarray]:
         """Ground distances [M, N] for attention and hidden states."""
@@ -90,8 +96,10 @@ class EmdDistillation(TransformerDistillation):
             metrics[f"emd/{kind}_cost"] = cost
         return total, metrics
 
-    def observe_loss(self, state, metrics):
-        if not self.update_weights or "emd/hidden_flow" not in metrics:
+    def update(self, state, params, grads, aux, step):
+        """Moves the layer weights toward cheap transport (the step's flows and costs)."""
+        metrics = aux.get("metrics", {})
+        if grads is None or not self.update_weights or "emd/hidden_flow" not in metrics:
             return state
         new = {}
         for kind in KINDS:

@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from methods.base import Method
+from methods.base import Method, fields_from
 
 
 def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
@@ -38,10 +38,15 @@ class LogitDistillation(Method):
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
-    def hard_loss_weight(self):
-        return 1.0 - self.alpha
+    @classmethod
+    def from_config(cls, block, context):
+        return cls(**fields_from(cls, block, regression=context.regression))
 
-    def loss(self, student, teacher, batch, state, params=None):
+    @property
+    def name(self) -> str:
+        return f"distill_kd_{self.kind}"
+
+    def loss(self, task_loss, student, teacher, batch, params, state, step):
         if teacher is None:
             raise ValueError("logit distillation needs a teacher (config.teacher)")
         s = student[0]["logits"].astype(jnp.float32)
@@ -51,4 +56,4 @@ class LogitDistillation(Method):
         else:
             per_example = self.temperature**2 * soft_cross_entropy(s, t, self.temperature)
         kd = _weighted_mean(per_example, batch["weights"])
-        return self.alpha * kd, {"kd_loss": kd}
+        return (1.0 - self.alpha) * task_loss + self.alpha * kd, {"kd_loss": kd}

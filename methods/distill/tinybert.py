@@ -8,7 +8,7 @@ Losses, each a weighted mean over real tokens of real examples:
   prediction  soft cross-entropy with temperature (MSE for regression)
 W is one learnable projection (student width -> teacher width, shared by the
 embedding and hidden losses as in the authors' code), created by
-`init_params` under `params["distill"]` only when the widths differ; the
+`init` under `params["distill"]` only when the widths differ; the
 model never sees it and `finalize` drops it. When head counts differ, the
 attention maps are compared after averaging over heads.
 
@@ -23,7 +23,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from methods.base import Method
+from bertjax.models.interventions import Interventions
+from methods.base import Method, fields_from
 from methods.distill.layer_maps import layer_map
 from methods.distill.logits import soft_cross_entropy
 
@@ -95,43 +96,49 @@ class TransformerDistillation(Method):
         if self.stage not in STAGES:
             raise ValueError(f"unknown distillation stage {self.stage!r}; known: {STAGES}")
 
-    def hard_loss_weight(self):
-        return 0.0
+    @classmethod
+    def from_config(cls, block, context):
+        if context.teacher is None:
+            raise ValueError(f"{block.kind} distillation needs config.teacher")
+        derived = dict(
+            student_hidden=context.model.hidden_size,
+            teacher_hidden=context.teacher.hidden_size,
+            student_layers=context.model.num_hidden_layers,
+            teacher_layers=context.teacher.num_hidden_layers,
+            split_step=context.steps(block.split_fraction),
+            regression=context.regression,
+        )
+        return cls(**fields_from(cls, block, **derived))
 
-    def init_params(self, params, rng):
-        if self.student_hidden == self.teacher_hidden:
-            return params
-        projection = init_projection(rng, self.student_hidden, self.teacher_hidden)
-        return {**params, PARAMS_KEY: {"projection": projection}}
+    def init(self, params, rngs):
+        if self.student_hidden != self.teacher_hidden:
+            projection = init_projection(rngs["params"], self.student_hidden, self.teacher_hidden)
+            params = {**params, PARAMS_KEY: {"projection": projection}}
+        return params, {}
 
-    def forward_params(self, params, state):
-        return {k: v for k, v in params.items() if k != PARAMS_KEY}
+    def present(self, params, state, step, train):
+        return {k: v for k, v in params.items() if k != PARAMS_KEY}, Interventions()
 
     def finalize(self, params, state, config):
-        return self.forward_params(params, state), config
+        return {k: v for k, v in params.items() if k != PARAMS_KEY}, config
 
-    def init(self, params, rng):
-        return {"step": jnp.zeros((), jnp.int32)}
-
-    def update(self, params, grads, state, step):
-        return {**state, "step": jnp.asarray(step, jnp.int32)}
-
-    def stage_weights(self, state) -> tuple[jax.Array, jax.Array]:
-        """(intermediate, prediction) loss weights at the state's step."""
+    def stage_weights(self, step) -> tuple[jax.Array, jax.Array]:
+        """(intermediate, prediction) loss weights at `step`."""
         if self.stage != "both":
             on = self.stage == "intermediate"
             return jnp.float32(on), jnp.float32(not on)
-        first = (state["step"] < self.split_step).astype(jnp.float32)
+        first = (jnp.asarray(step) < self.split_step).astype(jnp.float32)
         return first, 1.0 - first
 
     def intermediate_loss(self, student, teacher, batch, state, params):
         raise NotImplementedError
 
-    def loss(self, student, teacher, batch, state, params=None):
+    def loss(self, task_loss, student, teacher, batch, params, state, step):
+        """Replaces the task loss: TinyBERT learns from the teacher only."""
         if teacher is None:
             raise ValueError("transformer distillation needs a teacher (config.teacher)")
         teacher = jax.tree_util.tree_map(jax.lax.stop_gradient, teacher)
-        w_inter, w_pred = self.stage_weights(state)
+        w_inter, w_pred = self.stage_weights(step)
         inter, metrics = self.intermediate_loss(student, teacher, batch, state, params)
         pred = prediction_loss(
             student[0]["logits"],
@@ -162,6 +169,11 @@ class TinyBertDistillation(TransformerDistillation):
             self.layer_map, self.student_layers, self.teacher_layers, self.explicit_map
         )
 
+    @property
+    def name(self) -> str:
+        return f"distill_tinybert_{self.layer_map}"
+
+    @property
     def intermediates(self):
         return ("embeddings", "hidden", "attn_scores")
 

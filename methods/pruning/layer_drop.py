@@ -11,7 +11,7 @@ Strategies for dropping `drop` of `num_layers` layers (0-based indices):
              the train loop averages it over calibration batches and builds
              the method with `explicit` indices)
   explicit   `layers_to_drop` as given
-The model runs only the kept layers (the `layers` override); `finalize`
+The model runs only the kept layers (the `layers` intervention); `finalize`
 removes the others and renumbers.
 """
 
@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models import layout
+from bertjax.models.interventions import Interventions
 from methods.base import Method
 
 STRATEGIES = ("top", "bottom", "even", "odd", "symmetric", "explicit")
@@ -86,36 +88,45 @@ class LayerDrop(Method):
     drop: int = 0
     strategy: str = "top"
     layers_to_drop: tuple[int, ...] = ()
+    label: str = ""  # the strategy the user asked for (e.g. contribution), for `name`
 
     def __post_init__(self):
         dropped_layers(self.strategy, self.num_layers, self.drop, self.layers_to_drop)
+
+    @classmethod
+    def from_config(cls, block, context):
+        strategy = block.strategy
+        if strategy == "contribution":
+            # The loop measures the layers first (calibration.resolve_layer_drop) and sets them.
+            if block.drop and not block.layers:
+                raise ValueError(
+                    "layer_drop strategy 'contribution' needs its layers measured first: "
+                    "train_and_evaluate does it (bertjax.train.calibration.resolve_layer_drop)"
+                )
+            strategy = "explicit"
+        return cls(
+            num_layers=context.model.num_hidden_layers,
+            drop=block.drop,
+            strategy=strategy,
+            layers_to_drop=tuple(block.layers),
+            label=block.strategy,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"layer_drop_{self.label or self.strategy}{self.drop}"
 
     @property
     def kept(self) -> tuple[int, ...]:
         gone = set(dropped_layers(self.strategy, self.num_layers, self.drop, self.layers_to_drop))
         return tuple(i for i in range(self.num_layers) if i not in gone)
 
-    def overrides(self, state):
-        return {"layers": self.kept}
+    def present(self, params, state, step, train):
+        return params, Interventions(layers=self.kept)
 
     def finalize(self, params, state, config):
-        layers = params["bert"]["encoder"]["layer"]
         kept = self.kept
-        renumbered = {str(new): layers[str(old)] for new, old in enumerate(kept)}
-        params = {**params, "bert": {**params["bert"], "encoder": {"layer": renumbered}}}
-
-        def pick(values):
-            return tuple(values[i] for i in kept) if values else values
-
-        sizes = pick(config.intermediate_sizes)
-        config = dataclasses.replace(
-            config,
-            num_hidden_layers=len(kept),
-            pruned_heads=pick(config.pruned_heads),
-            intermediate_sizes=sizes,
-            intermediate_size=max(sizes, default=config.intermediate_size),
-        )
-        return params, config
+        return layout.select_layers(params, kept), config.with_layers(kept)
 
     def report(self, params, state):
         kept = self.kept

@@ -3,8 +3,10 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
-from methods.base import Method
+from bertjax.models.interventions import Interventions
+from methods.base import Method, fields_from
 from methods.pruning import masks as mask_lib
 from methods.pruning.schedules import SparsitySchedule
 
@@ -12,8 +14,42 @@ from methods.pruning.schedules import SparsitySchedule
 ENCODER_KERNELS = (r"bert/encoder/layer/\d+/.*/kernel",)
 
 
+def schedule_of(block, context) -> SparsitySchedule:
+    """The sparsity schedule of a `config.prune` block."""
+    return SparsitySchedule(
+        target=block.sparsity,
+        start_step=context.steps(block.start_fraction),
+        end_step=context.steps(block.end_fraction),
+        every=block.every_steps,
+        initial=block.initial_sparsity,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
-class MagnitudePruning(Method):
+class MaskPruning(Method):
+    """What unstructured pruning methods share: masks in the state, the model sees
+    `params * mask`, `finalize` writes the zeros, `report` counts them."""
+
+    schedule: SparsitySchedule = SparsitySchedule(0.5)
+    select: tuple[str, ...] = ENCODER_KERNELS
+    scope: str = "layer"
+
+    @classmethod
+    def from_config(cls, block, context):
+        return cls(**fields_from(cls, block, schedule=schedule_of(block, context)))
+
+    def present(self, params, state, step, train):
+        return mask_lib.apply_masks(params, state["masks"]), Interventions()
+
+    def finalize(self, params, state, config):
+        return mask_lib.apply_masks(params, state["masks"]), config
+
+    def report(self, params, state):
+        return mask_lib.report(params, state["masks"], mask_lib.select_leaves(params, self.select))
+
+
+@dataclasses.dataclass(frozen=True)
+class MagnitudePruning(MaskPruning):
     """Zeroes the smallest-magnitude weights of the selected leaves.
 
     `scope="layer"` prunes each leaf to the target sparsity; "global" pools
@@ -23,10 +59,11 @@ class MagnitudePruning(Method):
     pruned weights stay pruned as sparsity grows.
     """
 
-    schedule: SparsitySchedule = SparsitySchedule(0.5)
-    select: tuple[str, ...] = ENCODER_KERNELS
-    scope: str = "layer"
     n_of_m: tuple[int, int] = (2, 4)
+
+    @property
+    def name(self) -> str:
+        return "prune_magnitude"
 
     def scores(self, params):
         return jax.tree_util.tree_map(abs, params)
@@ -36,38 +73,27 @@ class MagnitudePruning(Method):
         if self.scope == "n:m":
             n, m = self.n_of_m
             return jax.tree_util.tree_map(
-                lambda s, on: mask_lib.n_of_m_mask(s, n, m) if on else jax.numpy.ones(()),
+                lambda s, on: mask_lib.n_of_m_mask(s, n, m) if on else jnp.ones(()),
                 self.scores(params),
                 selected,
             )
         return mask_lib.compute_masks(self.scores(params), selected, sparsity, self.scope)
 
-    def init(self, params, rng):
+    def init(self, params, rngs):
         selected = mask_lib.select_leaves(params, self.select)
         masks = mask_lib.ones_like_selected(params, selected)
         if self.schedule.start_step == 0:
-            masks = self._masks(params, self.schedule.sparsity(0))
-        return {"masks": masks}
+            masks = self._masks(params, self.schedule.count(0))
+        return params, {"masks": masks}
 
-    def forward_params(self, params, state):
-        return mask_lib.apply_masks(params, state["masks"])
-
-    def update(self, params, grads, state, step):
-        # `step` counts finished updates; recompute on the schedule's steps.
+    def update(self, state, params, grads, aux, step):
+        if grads is None:  # a forward-only pass
+            return state
+        done = step + 1  # masks follow the schedule at the number of finished updates
         masked = mask_lib.apply_masks(params, state["masks"])
         masks = mask_lib.recompute_on(
-            self.schedule.is_update_step(step),
-            lambda: self._masks(masked, self.schedule.sparsity(step)),
+            self.schedule.is_update_step(done),
+            lambda: self._masks(masked, self.schedule.count(done)),
             state["masks"],
         )
         return {"masks": masks}
-
-    def finalize(self, params, state, config):
-        return mask_lib.apply_masks(params, state["masks"]), config
-
-    def report(self, params, state):
-        selected = mask_lib.select_leaves(params, self.select)
-        return {
-            "sparsity": mask_lib.sparsity_of(state["masks"], selected),
-            "sparse_bytes": mask_lib.sparse_bytes(params, state["masks"], selected),
-        }

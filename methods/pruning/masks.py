@@ -4,16 +4,33 @@ Masks live in a tree shaped like the params: float32 0/1 arrays on selected
 leaves and a scalar 1.0 elsewhere, so `params * mask` is a no-op there.
 """
 
+import math
+from fractions import Fraction
+
 import jax
 import jax.numpy as jnp
 
 from methods import selectors
 
 
+def pruned_count(sparsity, n: int):
+    """How many of `n` entries a sparsity prunes: floor(sparsity * n).
+
+    A Python number (or a callable `n -> count`, e.g. `SparsitySchedule.count`) is
+    counted exactly in integers (the decimal the user wrote: 0.9 of 10,616,832 is
+    9,555,148, where float32 says 9,555,149); a traced value in float32.
+    """
+    if callable(sparsity):
+        return sparsity(n)
+    if isinstance(sparsity, int | float):
+        return math.floor(Fraction(str(float(sparsity))) * n)
+    return jnp.floor(sparsity * n).astype(jnp.int32)
+
+
 def keep_mask(scores: jax.Array, sparsity) -> jax.Array:
-    """0/1 mask zeroing exactly floor(sparsity * n) entries with the lowest scores."""
+    """0/1 mask zeroing exactly `pruned_count(sparsity, n)` entries with the lowest scores."""
     flat = scores.reshape(-1)
-    pruned = jnp.floor(sparsity * flat.size).astype(jnp.int32)
+    pruned = pruned_count(sparsity, flat.size)
     order = jnp.argsort(flat, stable=True)  # one sort; ranks by scatter, not a second sort
     ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
     return (ranks >= pruned).astype(jnp.float32).reshape(scores.shape)
@@ -118,3 +135,11 @@ def n_of_m_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     groups = scores.reshape(scores.shape[0] // m, m, -1)
     ranks = jnp.argsort(jnp.argsort(groups, axis=1, stable=True), axis=1, stable=True)
     return (ranks >= m - n).astype(jnp.float32).reshape(scores.shape)
+
+
+def report(params, masks, selected) -> dict:
+    """results.json numbers of a masked model: `sparsity` and `sparse_bytes`."""
+    return {
+        "sparsity": sparsity_of(masks, selected),
+        "sparse_bytes": sparse_bytes(params, masks, selected),
+    }

@@ -1,18 +1,17 @@
-"""Movement pruning (Sanh et al. 2020): prune weights moving towards zero.
+"""Movement pruning (Sanh et al. 2020), as the authors' code trains it.
 
-Scores accumulate S <- S - score_lr * (dL/dW') * W, where W' is the masked
-weight the model sees; the mask is applied with a straight-through estimator,
-so pruned weights keep receiving gradient and can come back.
-  hard: the mask keeps the top-k scores at the schedule's sparsity;
-  soft: the mask keeps scores above `threshold`, and an L1 penalty
-        `l1 * sum(sigmoid(S))` pushes scores down (sparsity is an outcome).
-How scores learn from their gradient dL/dS = (dL/dW') * W:
-  score_optimizer="sum":  S <- S - score_lr * dL/dS, the paper's formula; the
-        ranking is dominated by large |W| (a converged model's scores are mostly
-        noise times |W|; benchmarks/prune_oneshot.py);
-  score_optimizer="adam": S is trained by Adam at `score_lr` (the authors' code
-        trains scores as parameters, lr 1e-2), so each score moves by about
-        score_lr per step in its consistent direction whatever |W| is.
+Each selected weight W has a learned importance score S, a method-owned
+parameter under `params["movement_scores"]` (same sub-paths as the weights).
+The model sees W' = W * M(S) with a straight-through mask: forward M(S) is 0/1,
+backward dL/dS = dL/dM = (dL/dW') * W, and dL/dW = (dL/dW') * M, so weights
+under a pruned mask get no gradient while their scores keep learning.
+  hard: M keeps the top-k scores at the cubic schedule's sparsity (recomputed
+        on the schedule's update steps, `every_steps`);
+  soft: M keeps scores above `threshold`, and `l1 * mean_kernels(mean(sigmoid(S)))`
+        joins the loss (the authors' regularizer): sparsity is an outcome.
+Scores start at 0 and are trained by their own optimizer (`wrap_optimizer`):
+`score_optimizer="adam"` at `score_lr` (the authors: 1e-2), or "sum", plain
+SGD, the paper's S <- S - lr * dL/dS.
 """
 
 import dataclasses
@@ -21,94 +20,122 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from methods.base import Method
+from bertjax.models.interventions import Interventions
+from methods import selectors
 from methods.pruning import masks as mask_lib
-from methods.pruning.magnitude import ENCODER_KERNELS
+from methods.pruning.magnitude import MaskPruning
 from methods.pruning.schedules import SparsitySchedule
-from methods.ste import straight_through
+
+SCORES = "movement_scores"
+
+
+def _split(params):
+    """`(model params, scores)`."""
+    return {k: v for k, v in params.items() if k != SCORES}, params.get(SCORES)
 
 
 @dataclasses.dataclass(frozen=True)
-class MovementPruning(Method):
+class MovementPruning(MaskPruning):
     schedule: SparsitySchedule = SparsitySchedule(0.5, start_step=0, end_step=1000, every=10)
-    select: tuple[str, ...] = ENCODER_KERNELS
-    scope: str = "layer"
-    kind: str = "hard"
+    movement: str = "hard"
     threshold: float = 0.0
     l1: float = 0.0
-    score_lr: float = 1.0
-    score_optimizer: str = "sum"
+    score_lr: float = 1e-2
+    score_optimizer: str = "adam"
 
     def __post_init__(self):
-        if self.kind not in ("hard", "soft"):
-            raise ValueError(f"unknown movement pruning kind {self.kind!r}; known: hard, soft")
+        if self.movement not in ("hard", "soft"):
+            raise ValueError(f"unknown movement pruning kind {self.movement!r}; known: hard, soft")
         if self.score_optimizer not in ("sum", "adam"):
             raise ValueError(
                 f"unknown movement score_optimizer {self.score_optimizer!r}; known: sum, adam"
             )
 
-    def _score_tx(self) -> optax.GradientTransformation:
-        """The scores' optimizer for score_optimizer="adam" (stateless to build)."""
-        return optax.adam(self.score_lr)
+    @property
+    def name(self) -> str:
+        suffix = "" if self.score_optimizer == "sum" else f"_{self.score_optimizer}"
+        return f"prune_movement_{self.movement}{suffix}"
 
-    def init(self, params, rng):
-        selected = mask_lib.select_leaves(params, self.select)
-        zeros = jax.tree_util.tree_map(
-            lambda p, on: jnp.zeros(p.shape, jnp.float32) if on else jnp.zeros((), jnp.float32),
-            params,
-            selected,
+    def _selected(self, model_params):
+        return mask_lib.select_leaves(model_params, self.select)
+
+    def init(self, params, rngs):
+        selected = self._selected(params)
+        scores = jax.tree_util.tree_map(
+            lambda p, on: jnp.zeros(p.shape, jnp.float32) if on else None, params, selected
         )
-        state = {"scores": zeros, "masks": mask_lib.ones_like_selected(params, selected)}
-        if self.score_optimizer == "adam":
-            state["score_opt"] = self._score_tx().init(zeros)
-        return state
+        masks = mask_lib.ones_like_selected(params, selected)
+        return {**params, SCORES: scores}, {"masks": masks}
 
-    def forward_params(self, params, state):
-        return jax.tree_util.tree_map(
-            lambda p, m: straight_through(p, p * m.astype(p.dtype)), params, state["masks"]
-        )
+    def present(self, params, state, step, train):
+        model_params, scores = _split(params)
+        selected = self._selected(model_params)
 
-    def update(self, params, grads, state, step):
-        selected = mask_lib.select_leaves(params, self.select)
-
-        def score_grad(score, p, g, on):  # dL/dS through the straight-through mask
+        def masked(p, mask, s, on):
             if not on:
-                return jnp.zeros_like(score)
-            d = g.astype(jnp.float32) * p.astype(jnp.float32)
-            if self.kind == "soft" and self.l1:
-                sig = jax.nn.sigmoid(score)
-                d = d + self.l1 * sig * (1.0 - sig)
-            return d
+                return p
+            ste = jax.lax.stop_gradient(mask) + (s - jax.lax.stop_gradient(s))
+            return p * ste.astype(p.dtype)
 
-        d = jax.tree_util.tree_map(score_grad, state["scores"], params, grads, selected)
-        new_state = {}
-        if self.score_optimizer == "adam":
-            step_updates, new_state["score_opt"] = self._score_tx().update(d, state["score_opt"])
-            scores = optax.apply_updates(state["scores"], step_updates)
-        else:
-            scores = jax.tree_util.tree_map(lambda s, x: s - self.score_lr * x, state["scores"], d)
-        if self.kind == "soft":
+        seen = jax.tree_util.tree_map(masked, model_params, state["masks"], scores, selected)
+        return seen, Interventions()
+
+    def loss(self, task_loss, student, teacher, batch, params, state, step):
+        if self.movement != "soft" or not self.l1:
+            return task_loss, {}
+        kernels = jax.tree_util.tree_leaves(params[SCORES])
+        regularizer = sum(jnp.mean(jax.nn.sigmoid(s)) for s in kernels) / len(kernels)
+        return task_loss + self.l1 * regularizer, {"score_l1": regularizer}
+
+    def wrap_optimizer(self, tx, params):
+        score_tx = (
+            optax.adam(self.score_lr)
+            if self.score_optimizer == "adam"
+            else optax.sgd(self.score_lr)
+        )
+
+        def labels(tree):
+            out = {}
+            for key, value in tree.items():
+                group = "scores" if key == SCORES else "model"
+                out[key] = jax.tree_util.tree_map(lambda _, g=group: g, value)
+            return out
+
+        return optax.multi_transform({"scores": score_tx, "model": tx}, labels)
+
+    def update(self, state, params, grads, aux, step):
+        if grads is None:
+            return state
+        model_params, scores = _split(params)
+        selected = self._selected(model_params)
+        # Unselected leaves score 0 (compute_masks gives them a scalar 1 mask).
+        dense_scores = jax.tree_util.tree_map(
+            lambda p, s: jnp.zeros(()) if s is None else s, model_params, scores
+        )
+        done = step + 1
+        if self.movement == "soft":
             masks = jax.tree_util.tree_map(
                 lambda s, on: (s > self.threshold).astype(jnp.float32) if on else jnp.ones(()),
-                scores,
+                dense_scores,
                 selected,
             )
         else:
             masks = mask_lib.recompute_on(
-                self.schedule.is_update_step(step),
+                self.schedule.is_update_step(done),
                 lambda: mask_lib.compute_masks(
-                    scores, selected, self.schedule.sparsity(step), self.scope
+                    dense_scores, selected, self.schedule.count(done), self.scope
                 ),
                 state["masks"],
             )
-        return {**new_state, "scores": scores, "masks": masks}
+        return {"masks": masks}
 
     def finalize(self, params, state, config):
-        return mask_lib.apply_masks(params, state["masks"]), config
+        return super().finalize(_split(params)[0], state, config)
 
     def report(self, params, state):
-        selected = mask_lib.select_leaves(params, self.select)
-        return {
-            "sparsity": mask_lib.sparsity_of(state["masks"], selected),
-            "sparse_bytes": mask_lib.sparse_bytes(params, state["masks"], selected),
-        }
+        return super().report(_split(params)[0], state)
+
+
+def score_paths(params) -> list[str]:
+    """The '/'-joined paths of the scores (for tests and inspection)."""
+    return selectors.param_paths(params.get(SCORES, {}))

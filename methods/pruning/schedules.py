@@ -4,6 +4,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from methods.pruning.masks import pruned_count
+
 
 @dataclasses.dataclass(frozen=True)
 class SparsitySchedule:
@@ -38,6 +40,19 @@ class SparsitySchedule:
         progress = jnp.clip((step - self.start_step) / (self.end_step - self.start_step), 0.0, 1.0)
         value = self.target + (self.initial - self.target) * (1.0 - progress) ** 3
         return jnp.where(step >= self.start_step, value, 0.0)
+
+    def count(self, step):
+        """`n -> pruned count at step` (int32): exact in integers once the target is
+        reached (see `masks.pruned_count`), the float32 floor on the way there."""
+
+        def count(n: int):
+            final = pruned_count(self.target, n)
+            reached = step >= (self.start_step if self.one_shot else self.end_step)
+            on_the_way = jnp.minimum(pruned_count(self.sparsity(step), n), final)
+            started = step >= self.start_step
+            return jnp.where(reached, final, jnp.where(started, on_the_way, 0))
+
+        return count
 
     def is_update_step(self, step):
         """Whether masks are recomputed at `step`."""

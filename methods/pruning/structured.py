@@ -9,8 +9,8 @@ Importance (per head, per neuron):
       of a head; input column times output row of a neuron), at `prune_step`.
 Budgets: "layer" removes floor(sparsity * units) in every layer; "global"
 ranks units of all layers together (scores normalised per layer, at least one
-head kept per layer). Masks reach the model as `head_mask` / `ffn_mask`
-overrides; `finalize` slices the weights and returns a smaller config.
+head kept per layer). Masks reach the model as the `head_mask` / `ffn_mask`
+interventions; `finalize` slices the weights and returns a smaller config.
 """
 
 import dataclasses
@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from methods.base import Method
-from methods.pruning.masks import keep_mask
+from bertjax.models.interventions import Interventions
+from bertjax.models.layout import head_columns
+from methods.base import Method, fields_from
+from methods.pruning.masks import keep_mask, recompute_on
 
 
 def _layers(params) -> dict:
@@ -41,6 +43,18 @@ class StructuredPruning(Method):
     importance: str = "gradient"
     scope: str = "layer"
     prune_step: int = 1
+
+    @classmethod
+    def from_config(cls, block, context):
+        # Masks are set once `prune_step` updates are done; gradient importance needs >= 1.
+        step = context.steps(block.prune_fraction)
+        step = max(step, 1 if block.importance == "gradient" else 0)
+        heads = context.model.num_attention_heads
+        return cls(**fields_from(cls, block, num_heads=heads, prune_step=step))
+
+    @property
+    def name(self) -> str:
+        return "prune_structured"
 
     def __post_init__(self):
         if self.importance not in ("gradient", "weight_norm"):
@@ -106,7 +120,7 @@ class StructuredPruning(Method):
         return keep_mask(scores, sparsity)
 
     # -- protocol ----------------------------------------------------------------
-    def init(self, params, rng):
+    def init(self, params, rngs):
         layers = len(_layers(params))
         width = _layers(params)["0"]["intermediate"]["dense"]["kernel"].shape[1]
         state = {
@@ -117,25 +131,34 @@ class StructuredPruning(Method):
         }
         if self.importance == "weight_norm" and self.prune_step == 0:
             state["head_mask"], state["ffn_mask"] = self._masks(*self._weight_norm_scores(params))
-        return state
+        return params, state
 
-    def overrides(self, state):
-        return {"head_mask": state["head_mask"], "ffn_mask": state["ffn_mask"]}
+    def present(self, params, state, step, train):
+        return params, Interventions(head_mask=state["head_mask"], ffn_mask=state["ffn_mask"])
 
-    def update(self, params, grads, state, step):
+    def update(self, state, params, grads, aux, step):
+        if grads is None:
+            return state
+        done = step + 1  # updates finished
         state = dict(state)
         if self.importance == "gradient":
             heads, neurons = self._gradient_scores(params, grads)
-            accumulate = step <= self.prune_step
+            accumulate = done <= self.prune_step
             state["head_scores"] = state["head_scores"] + jnp.where(accumulate, heads, 0.0)
             state["ffn_scores"] = state["ffn_scores"] + jnp.where(accumulate, neurons, 0.0)
-            scores = (state["head_scores"], state["ffn_scores"])
-        else:
-            scores = self._weight_norm_scores(params)
-        head_mask, ffn_mask = self._masks(*scores)
-        now = step == self.prune_step
-        state["head_mask"] = jnp.where(now, head_mask, state["head_mask"])
-        state["ffn_mask"] = jnp.where(now, ffn_mask, state["ffn_mask"])
+
+        def masks():
+            scores = (
+                (state["head_scores"], state["ffn_scores"])
+                if self.importance == "gradient"
+                else self._weight_norm_scores(params)
+            )
+            return self._masks(*scores)
+
+        # The sorts run only at `prune_step` (lax.cond), not in every step.
+        state["head_mask"], state["ffn_mask"] = recompute_on(
+            done == self.prune_step, masks, (state["head_mask"], state["ffn_mask"])
+        )
         return state
 
     def finalize(self, params, state, config):
@@ -172,7 +195,7 @@ def slice_layer(layer: dict, heads: np.ndarray, neurons: np.ndarray, num_heads: 
     """One layer's params keeping only `heads` (original indices) and FFN `neurons`."""
     attention = layer["attention"]
     dim = attention["self"]["query"]["kernel"].shape[1] // num_heads
-    columns = (heads[:, None] * dim + np.arange(dim)[None, :]).reshape(-1)
+    columns = head_columns(heads, dim)
     projections = {
         name: {
             "kernel": attention["self"][name]["kernel"][:, columns],

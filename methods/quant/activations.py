@@ -1,27 +1,22 @@
-"""Activation fake-quantization through the model's injectable `dot_general`.
+"""Activation fake-quantization through the model's matmul intervention.
 
 Every matmul of the model (each Dense layer and both attention products) calls
-the injected function; it fake-quantizes the left operand (the activation) and,
-for matmuls with batch dimensions (attention: q.k and probs.v, both
-activations), the right operand too. A Dense kernel (no batch dimensions) is a
-weight and is left to `WeightQuantization`.
+`Matmul.operand` on its activation operands (`bertjax/models/interventions.py`):
+the input of each Dense (a Dense kernel is a weight, left to
+`WeightQuantization`) and both operands of q.k and probs.v. Each operand is a
+site, named by the module's path and the operand (`.../attention/self/query/input`,
+`.../attention/self/qk_key`, ...), so a site is the same tensor in every step,
+whatever ran before it, also under Theseus's `nn.cond`.
 
 Ranges are either dynamic (each tensor's own min/max at run time, as ONNX
-Runtime's dynamic int8) or static, one `[lo, hi]` per quantization site kept
-in the method state:
+Runtime's dynamic int8) or static, one `[lo, hi]` per site in the method state:
   ema          QAT with Q8BERT's moving averages of each site's min/max
   calibration  PTQ: ranges from N forward-only batches (minmax, percentile,
                mse; see `methods.quant.calibration`), frozen afterwards
 (both: calibrate first, then follow the EMA while fine-tuning).
-
-Sites are numbered in call order during one trace of the model: operand k of
-a trace is the k-th activation quantized, the left operand of a matmul before
-its right one. The order is fixed by the model code and the overrides (the
-same in training and evaluation, dropout or not), so site k is the same
-tensor in every step. The injected function records each site's batch
-statistic while it is traced; `observed(overrides)` reads the record back in
-the same trace, which is valid because the model uses no lifted transforms
-(scan, remat, vmap) that would trace a matmul twice or in another trace.
+With static ranges, each operand's batch statistic is data: the model writes it
+into the `quant_stats` collection that `apply` returns, and `update` folds the
+sites that ran into the state.
 """
 
 import dataclasses
@@ -30,7 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from methods import selectors
+from bertjax.models.interventions import (
+    Interventions,
+    Matmul,
+    matmul_sites,
+    site_of,
+    sites_in,
+)
 from methods.base import Method
 from methods.quant import calibration as calibration_lib
 from methods.quant.fake_quant import QuantSpec, fake_quant
@@ -39,99 +40,61 @@ from methods.ste import straight_through
 RANGES = ("dynamic", "ema")
 
 
-def quantized_dot_general(spec: QuantSpec, quantize=None):
-    """A `jax.lax.dot_general` replacement that fake-quantizes activation operands.
+class DynamicRanges(Matmul):
+    """Fake-quantizes each activation operand with its own min/max (straight through)."""
 
-    `quantize(x) -> x` fake-quantizes one operand (default: straight through
-    `fake_quant` with the operand's own range); it is called on the left
-    operand, then on the right one of a matmul with batch dimensions. The
-    returned function keeps it as its `quantize` attribute.
+    def __init__(self, spec: QuantSpec):
+        self.spec = spec
+
+    def operand(self, x, site):
+        return straight_through(x, fake_quant(x, self.spec)), None
+
+
+class StaticRanges(Matmul):
+    """Fake-quantizes each operand with its site's range from the method state.
+
+    A site's forward range is its state range once it has seen a batch, else the
+    operand's own min/max; while the site calibrates the operand passes
+    unquantized, so calibration observes the float activations (as PTQ
+    observers do). Returns each operand's batch statistic (recorded by the model).
     """
-    if quantize is None:
 
-        def quantize(x):
-            return straight_through(x, fake_quant(x, spec))
-
-    def dot_general(
-        lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs
-    ):
-        (_, _), (lhs_batch, _) = dimension_numbers
-        lhs = quantize(lhs)
-        rhs = quantize(rhs) if lhs_batch else rhs
-        return jax.lax.dot_general(
-            lhs,
-            rhs,
-            dimension_numbers,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-            **kwargs,
-        )
-
-    dot_general.quantize = quantize
-    return dot_general
-
-
-def max_sites(params) -> int:
-    """An upper bound on the activation operands one forward pass quantizes: one per
-    Dense kernel (the head's too), plus q, k, probs and v of each attention layer."""
-    paths = selectors.param_paths(params)
-    kernels = sum(p.endswith("/kernel") for p in paths)
-    attentions = sum(p.endswith("attention/self/query/kernel") for p in paths)
-    return kernels + 4 * attentions
-
-
-class SiteRecorder:
-    """Fake-quantizes activation operands with static per-site ranges; trace-time only.
-
-    Called on each operand in call order (site k = k-th call). Forward range of
-    site k: its state range once it has seen a batch, else the operand's own
-    min/max; while the site calibrates the operand passes unquantized, so that
-    calibration observes the float activations (as PTQ observers do). Each
-    call appends the site's batch statistic to `statistics` (float32 scalars).
-    """
+    records = True
 
     def __init__(self, method: "ActivationQuantization", ranges: dict):
         self.method = method
-        self.ranges = ranges
-        self.statistics: list[tuple[jax.Array, jax.Array]] = []
+        self.ranges = ranges  # the method state: {lo, hi, count} per site, by module path
 
-    @property
-    def num_sites(self) -> int:
-        return self.ranges["lo"].shape[0]
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        site = len(self.statistics)
-        if site >= self.num_sites:
+    def operand(self, x, site):
+        entry = site_of(self.ranges, site)
+        if entry is None:
             raise ValueError(
-                f"the model quantizes more than the {self.num_sites} activation sites "
-                "sized at init: build the method state from this model's params"
+                f"activation site {site!r} is not in the method state: build the state "
+                "from this model's params (ActivationQuantization.init)"
             )
         method, batches = self.method, self.method.num_calibration_batches
-        count = self.ranges["count"][site]
+        count = entry["count"]
         constant = jax.lax.stop_gradient(x)
         own_lo, own_hi = calibration_lib.minmax_range(constant)
-        lo = jnp.where(count > 0, self.ranges["lo"][site], own_lo)
-        hi = jnp.where(count > 0, self.ranges["hi"][site], own_hi)
+        lo = jnp.where(count > 0, entry["lo"], own_lo)
+        hi = jnp.where(count > 0, entry["hi"], own_hi)
         out = straight_through(x, fake_quant(x, method.spec, lo, hi))
-        if batches:
-            calibrating = count < batches
-            out = jnp.where(calibrating, x, out)
+        if not batches:
+            return out, (own_lo, own_hi)
+        calibrating = count < batches
+        out = jnp.where(calibrating, x, out)
 
-            def calibrate(value):
-                return calibration_lib.batch_range(
-                    value, method.calibration, method.spec, method.percentile
-                )
+        def calibrate(value):
+            return calibration_lib.batch_range(
+                value, method.calibration, method.spec, method.percentile
+            )
 
-            def afterwards(value):
-                if method.ranges == "ema":
-                    return calibration_lib.minmax_range(value)
-                return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)  # frozen
+        def afterwards(value):
+            if method.ranges == "ema":
+                return calibration_lib.minmax_range(value)
+            return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)  # frozen
 
-            statistic = jax.lax.cond(calibrating, calibrate, afterwards, constant)
-        else:
-            statistic = (own_lo, own_hi)
-        self.statistics.append(statistic)
-        return out
+        return out, jax.lax.cond(calibrating, calibrate, afterwards, constant)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,43 +139,31 @@ class ActivationQuantization(Method):
         """Whether ranges live in the method state (EMA or calibrated)."""
         return self.ranges == "ema" or bool(self.calibration)
 
-    def init(self, params, rng):
-        return calibration_lib.empty_ranges(max_sites(params)) if self.static else {}
+    @property
+    def calibration_batches(self) -> int:
+        return self.num_calibration_batches
 
-    def overrides(self, state):
-        quantize = SiteRecorder(self, state) if self.static else None
-        return {"dot_general": quantized_dot_general(self.spec, quantize)}
-
-    def observed(self, overrides):
-        """`lo`, `hi` [S] and `present` [S] of the sites the traced model quantized."""
+    def init(self, params, rngs):
         if not self.static:
-            return {}
-        recorder = getattr(overrides.get("dot_general"), "quantize", None)
-        if not isinstance(recorder, SiteRecorder) or recorder.method != self:
-            raise ValueError("observed() needs the overrides built by this method's overrides()")
-        count, sites = len(recorder.statistics), recorder.num_sites
-        padding = [jnp.zeros((sites - count,), jnp.float32)]
-        lo = [jnp.stack([lo for lo, _ in recorder.statistics])] if count else []
-        hi = [jnp.stack([hi for _, hi in recorder.statistics])] if count else []
-        return {
-            "lo": jnp.concatenate(lo + padding),
-            "hi": jnp.concatenate(hi + padding),
-            "present": jnp.asarray(np.arange(sites) < count),
-        }
+            return params, {}
 
-    def observe(self, state, observed):
+        return params, calibration_lib.empty_site_ranges(matmul_sites(params))
+
+    def present(self, params, state, step, train):
+        matmul = StaticRanges(self, state) if self.static else DynamicRanges(self.spec)
+        return params, Interventions(matmul=matmul)
+
+    def update(self, state, params, grads, aux, step):
+        """Folds in the statistics of the sites that ran (`aux["stats"]`, by site)."""
         if not self.static:
             return state
-        return calibration_lib.fold(
+        return calibration_lib.fold_sites(
             state,
-            observed,
+            aux.get("stats", {}),
             calibration=self.calibration,
             calibration_batches=self.num_calibration_batches,
             ema_decay=self.ema_decay if self.ranges == "ema" else None,
         )
-
-    def calibration_batches(self) -> int:
-        return self.num_calibration_batches
 
     def report(self, params, state):
         ranges = "ema" if self.ranges == "ema" else "calibrated" if self.calibration else "dynamic"
@@ -221,5 +172,6 @@ class ActivationQuantization(Method):
             report["calibration"] = self.calibration
             report["calibration_batches"] = self.num_calibration_batches
         if self.static and state:
-            report["activation_sites"] = int(np.sum(np.asarray(state["count"]) > 0))
+            counts = [site_of(state, site)["count"] for site in sites_in(state, "count")]
+            report["activation_sites"] = int(np.sum(np.asarray(counts) > 0))
         return report

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models.interventions import site_of, site_tree, sites_in
 from methods.quant.fake_quant import QuantSpec, fake_quant
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
@@ -173,3 +174,32 @@ def fold(
         "hi": jnp.where(present & calibrating, calibrated_hi, jnp.where(present, moving_hi, hi)),
         "count": jnp.where(changes, count + 1, count),
     }
+
+
+def empty_site_ranges(sites) -> dict:
+    """A site tree (by module path) of ranges that have seen no batch: {lo, hi, count}."""
+
+    def empty(_):  # fresh arrays: the state is donated, no buffer may appear twice
+        zeros = lambda dtype: jnp.zeros((), dtype)  # noqa: E731
+        return {"lo": zeros(jnp.float32), "hi": zeros(jnp.float32), "count": zeros(jnp.int32)}
+
+    return site_tree(tuple(sites), empty)
+
+
+def fold_sites(state: dict, stats: dict, **fold_kwargs) -> dict:
+    """`fold` over a site tree of ranges (`empty_site_ranges`) with one step's
+    `quant_stats` collection: sites the step did not visit (seen 0) are unchanged."""
+    sites = sites_in(state, "count")
+    unseen = {"lo": 0.0, "hi": 0.0, "seen": 0.0}
+    seen = [site_of(stats, site, unseen) for site in sites]
+    entries = [site_of(state, site) for site in sites]
+    stack = lambda rows, key: jnp.stack([jnp.asarray(r[key]) for r in rows])  # noqa: E731
+    observed = {
+        "lo": stack(seen, "lo").astype(jnp.float32),
+        "hi": stack(seen, "hi").astype(jnp.float32),
+        "present": stack(seen, "seen") > 0,
+    }
+    ranges = {k: stack(entries, k) for k in ("lo", "hi", "count")}
+    folded = fold(ranges, observed, **fold_kwargs)
+    row = {site: i for i, site in enumerate(sites)}
+    return site_tree(sites, lambda site: {k: v[row[site]] for k, v in folded.items()})

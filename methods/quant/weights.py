@@ -4,12 +4,15 @@ import dataclasses
 
 import jax
 
+from bertjax.models.interventions import Interventions
 from methods import selectors
 from methods.base import Method
 from methods.quant.fake_quant import QuantSpec, fake_quant
 from methods.ste import straight_through
 
-DENSE_KERNELS = (r"bert/encoder/layer/\d+/.*/kernel", r"bert/pooler/dense/kernel")
+# The encoder's layers and Theseus successor layers (`encoder/successor/{m}`: the layers
+# a Theseus run keeps), and the pooler.
+DENSE_KERNELS = (r"bert/encoder/(layer|successor)/\d+/.*/kernel", r"bert/pooler/dense/kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +29,17 @@ class WeightQuantization(Method):
     def _selected(self, params):
         return selectors.select(params, list(self.select))
 
-    def forward_params(self, params, state):
-        return jax.tree_util.tree_map(
+    @property
+    def name(self) -> str:
+        return f"quant_weights_w{self.spec.bits}"
+
+    def present(self, params, state, step, train):
+        seen = jax.tree_util.tree_map(
             lambda p, on: straight_through(p, fake_quant(p, self.spec)) if on else p,
             params,
             self._selected(params),
         )
+        return seen, Interventions()
 
     def finalize(self, params, state, config):
         return jax.tree_util.tree_map(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bertjax import bench, models
-from methods.quant import int8_dot_general
+from bertjax.models.interventions import Interventions
+from methods.quant import INT8_PRODUCTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,7 +170,8 @@ def test_cli_int8_adds_an_int8_row_per_checkpoint_with_close_outputs(checkpoints
     assert rows[1]["params"] == rows[0]["params"] and rows[1]["best_ms"] > 0
     model, params = bench.load_model(dense)
     fp32 = bench.make_forward(model, params, 2, 16)()
-    int8 = bench.make_forward(model, params, 2, 16, overrides={"dot_general": int8_dot_general})()
+    int8_matmuls = Interventions(matmul=INT8_PRODUCTS)
+    int8 = bench.make_forward(model, params, 2, 16, interventions=int8_matmuls)()
     assert not np.array_equal(fp32, int8)
     np.testing.assert_allclose(int8, fp32, atol=0.1 * float(jnp.abs(fp32).max()))
 

@@ -3,7 +3,6 @@
 import jax
 import ml_collections
 import numpy as np
-import optax
 
 from bertjax import models
 from bertjax.train import steps
@@ -53,7 +52,53 @@ def test_only_biases_and_head_change_and_frozen_have_no_adam_state():
         for x in jax.tree_util.tree_leaves(new.opt_state)
         if hasattr(x, "size") and x.ndim > 0
     )
+    sizes = dict(zip(paths, (x.size for x in before), strict=True))
+    trainable = sum(
+        n for p, n in sizes.items() if p.endswith("/bias") or p.startswith("classifier/")
+    )
+    assert adam_leaves == 2 * trainable
     report = method.report(params, None)
-    assert adam_leaves == 2 * report["trainable_params"]
-    assert 0 < report["trainable_fraction"] < 0.1
-    assert isinstance(tx, optax.GradientTransformation)
+    assert report == {
+        "trainable_params": trainable,
+        "trainable_fraction": trainable / sum(sizes.values()),
+    }
+    # The embeddings' LayerNorm bias; per layer q/k/v/output, two LayerNorm and two FFN
+    # biases; the pooler's bias; the classifier.
+    assert trainable == 16 + 2 * (4 * 16 + 2 * 16 + 32 + 16) + 16 + (16 * 2 + 2)
+
+
+def test_name_and_custom_trainable_patterns():
+    _, params = models.build(CONFIG, "classification")
+    assert BitFit().name == "bitfit"
+    method = BitFit(trainable=(r"classifier/.*",))
+    labels = dict(
+        zip(
+            selectors.param_paths(params),
+            jax.tree_util.tree_leaves(method.labels(params)),
+            strict=True,
+        )
+    )
+    assert {p for p, label in labels.items() if label == "train"} == {
+        "classifier/bias",
+        "classifier/kernel",
+    }
+    # The model and the loss are unchanged.
+    seen, interventions = method.present(params, {}, 0, True)
+    assert seen is params and interventions.set_fields() == ()
+
+
+def test_bitfit_keeps_training_what_other_methods_own():
+    # Composed with movement pruning, BitFit must not freeze the scores (a method's params).
+    from methods.bitfit import train_labels
+
+    params = {
+        "bert": {"layer": {"kernel": 1.0, "bias": 1.0}},
+        "classifier": {"kernel": 1.0},
+        "movement_scores": {"bert": {"layer": {"kernel": 1.0}}},
+        "distill": {"projection": {"kernel": 1.0}},
+    }
+    labels = train_labels(params, (r".*/bias",))
+    assert labels["bert"]["layer"] == {"kernel": "freeze", "bias": "train"}
+    assert labels["classifier"]["kernel"] == "freeze"
+    assert labels["movement_scores"]["bert"]["layer"]["kernel"] == "train"
+    assert labels["distill"]["projection"]["kernel"] == "train"

@@ -15,6 +15,7 @@ from methods import selectors
 from methods.pruning import MagnitudePruning, SparsitySchedule
 from methods.pruning import masks as mask_lib
 
+RNGS = {"state": jax.random.key(0), "params": jax.random.key(1)}
 CONFIG = models.BertConfig(
     vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=36
 )
@@ -50,11 +51,45 @@ def test_keep_mask_is_exact_with_ties():
     assert int((mask == 0).sum()) == 3
 
 
+# The MiniLM-L6-H384 encoder's Dense kernels: 6 x (4 x 384^2 + 2 x 384 x 1536).
+MINILM_KERNELS = 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+
+
+def test_global_pool_of_minilm_size_prunes_exactly_floor_of_the_target():
+    assert MINILM_KERNELS == 10_616_832
+    # 0.9 x n = 9,555,148.8 and 0.99 x n = 10,510,663.68: float32 rounds both up.
+    for sparsity, exact in ((0.9, 9_555_148), (0.99, 10_510_663)):
+        assert np.floor(np.float32(sparsity) * np.float32(MINILM_KERNELS)) == exact + 1
+        assert mask_lib.pruned_count(sparsity, MINILM_KERNELS) == exact
+        # The schedule's count, traced step and all, once the target is reached.
+        schedule = SparsitySchedule(sparsity, start_step=0, end_step=100, every=10)
+        count = jax.jit(lambda step, s=schedule: s.count(step)(MINILM_KERNELS))
+        assert int(count(100)) == int(count(250)) == exact
+        assert int(count(0)) == 0
+        one_shot = SparsitySchedule(sparsity, start_step=5)
+        assert int(jax.jit(lambda step, s=one_shot: s.count(step)(MINILM_KERNELS))(5)) == exact
+
+
+def test_keep_mask_and_global_masks_prune_floor_where_float32_rounds_up():
+    n = 229_401  # 0.99 x n = 227,106.99; in float32, 227,107
+    assert np.floor(np.float32(0.99) * np.float32(n)) == 227_107
+    scores = jnp.asarray(np.random.default_rng(3).permutation(n), jnp.float32)
+    mask = mask_lib.keep_mask(scores, 0.99)
+    assert int((mask == 0).sum()) == 227_106
+    np.testing.assert_array_equal(np.asarray(mask), np.asarray(scores) >= 227_106)
+    # Pooled over leaves ("global"), the count is that of the pool.
+    tree = {"a": scores[:-401].reshape(100, 2290), "b": scores[-401:], "c": jnp.ones(7)}
+    masks = mask_lib.compute_masks(tree, {"a": True, "b": True, "c": False}, 0.99, "global")
+    zeros = int((masks["a"] == 0).sum() + (masks["b"] == 0).sum())
+    assert zeros == 227_106 and masks["c"].shape == ()
+
+
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_one_shot_reaches_target_per_layer_or_globally(scope):
     _, params = models.build(CONFIG, "classification")
     method = MagnitudePruning(SparsitySchedule(0.7), scope=scope)
-    state = method.init(params, None)
+    same, state = method.init(params, RNGS)
+    assert same is params
     leaves = _kernels(state["masks"])
     assert len(leaves) == 2 * 6
     total = sum(m.size for _, m in leaves)
@@ -64,7 +99,15 @@ def test_one_shot_reaches_target_per_layer_or_globally(scope):
             assert int((mask == 0).sum()) == int(np.floor(0.7 * mask.size))
     else:
         assert zeros == int(np.floor(0.7 * total))
-    assert method.report(params, state)["sparsity"] == pytest.approx(zeros / total)
+    assert method.report(params, state)["sparsity"] == pytest.approx(zeros / total, rel=1e-12)
+    # The smallest magnitudes go: per leaf, or over the pool.
+    weights = dict(_kernels(params))
+    pools = [[p] for p, _ in leaves] if scope == "layer" else [[p for p, _ in leaves]]
+    masks = dict(leaves)
+    for pool in pools:
+        values = np.concatenate([np.abs(np.asarray(weights[p])).ravel() for p in pool])
+        kept = np.concatenate([np.asarray(masks[p]).ravel() for p in pool]) == 1
+        assert values[~kept].max() <= values[kept].min()
     # Everything unselected keeps a scalar all-ones mask.
     assert state["masks"]["classifier"]["kernel"].shape == ()
 
@@ -81,16 +124,22 @@ def test_cubic_schedule_values():
         True,
         False,
     ]
+    # Counts: 0 before the start, the cubic floor on the way, the exact target after.
+    assert [int(schedule.count(t)(1000)) for t in (0, 10, 60, 110, 200)] == [0, 0, 700, 800, 800]
     one_shot = SparsitySchedule(0.5, start_step=3)
     assert one_shot.one_shot and bool(one_shot.is_update_step(3))
+    assert [bool(one_shot.is_update_step(t)) for t in (2, 4)] == [False, False]
+    assert [int(one_shot.count(t)(7)) for t in (2, 3, 9)] == [0, 3, 3]
     with pytest.raises(ValueError):
         SparsitySchedule(1.0)
+    with pytest.raises(ValueError):
+        SparsitySchedule(0.5, initial=0.6)
 
 
 def test_select_that_matches_nothing_is_an_error():
     _, params = models.build(CONFIG, "classification")
     with pytest.raises(ValueError, match="select no parameter"):
-        MagnitudePruning(select=(r"nothing/.*",)).init(params, None)
+        MagnitudePruning(select=(r"nothing/.*",)).init(params, RNGS)
 
 
 def _batch(seed):
@@ -107,41 +156,60 @@ def _batch(seed):
 
 def test_gradual_training_keeps_pruned_weights_at_zero_with_zero_gradient():
     model, params = models.build(CONFIG, "classification")
-    method = MagnitudePruning(SparsitySchedule(0.6, start_step=0, end_step=6, every=2))
-    state = TrainState.create(
-        params, make_optimizer(TRAIN, 20), 0, method_state=method.init(params, None)
-    )
+    schedule = SparsitySchedule(0.6, start_step=0, end_step=6, every=2)
+    method = MagnitudePruning(schedule)
+    params, method_state = method.init(params, RNGS)
+    state = TrainState.create(params, make_optimizer(TRAIN, 20), 0, method_state=method_state)
     step = jax.jit(
         chex.assert_max_traces(steps.train_step_fn(model, regression=False, method=method), n=1)
     )
-    sparsities = []
+    sizes = [m.size for _, m in _kernels(method_state["masks"])]
+    previous = [np.ones(m.shape) for _, m in _kernels(method_state["masks"])]
     for i in range(8):
         state, _ = step(state, _batch(i))
-        sparsities.append(method.report(state.params, state.method_state)["sparsity"])
-    # Monotone rise to exactly the target (floor per layer), then constant.
-    assert sparsities == sorted(sparsities)
-    assert sparsities[-1] == pytest.approx(0.6, abs=0.01) and sparsities[-1] == sparsities[-3]
-    seen = method.forward_params(state.params, state.method_state)
-    grads = jax.grad(
-        lambda p: steps.task_loss(
-            model.apply(
-                {"params": method.forward_params(p, state.method_state)},
-                *(_batch(9)[k] for k in steps.MODEL_INPUTS),
-            )[0]["logits"],
-            _batch(9)["labels"],
-            _batch(9)["weights"],
-            False,
-        )
-    )(state.params)
+        done = i + 1  # step i is the (i+1)-th update: masks follow the schedule at 2, 4, 6
+        at = done if done in (2, 4, 6) else 2 * (done // 2)
+        target = 0.6 if at >= 6 else 0.6 * (1 - (1 - at / 6) ** 3)
+        masks = [np.asarray(m) for _, m in _kernels(state.method_state["masks"])]
+        assert [int((m == 0).sum()) for m in masks] == [int(target * n) for n in sizes], done
+        # Weights once pruned stay pruned: each mask lies inside the previous one.
+        for mask, before in zip(masks, previous, strict=True):
+            assert np.all(mask <= before)
+        previous = masks
+    assert method.report(state.params, state.method_state)["sparsity"] == sum(
+        int(0.6 * n) for n in sizes
+    ) / sum(sizes)
+    batch = _batch(9)
+    seen, _ = method.present(state.params, state.method_state, 8, True)
+
+    def loss(p):
+        outputs, _, _ = steps.forward(model, method, p, state.method_state, 8, batch, train=True)
+        return steps.task_loss(outputs["logits"], batch["labels"], batch["weights"], False)
+
+    grads = jax.jit(jax.grad(loss))(state.params)
     for (path, mask), (_, weight), (_, grad) in zip(
         _kernels(state.method_state["masks"]), _kernels(seen), _kernels(grads), strict=True
     ):
         off = np.asarray(mask) == 0
-        assert off.any(), path
+        assert off.any() and (~off).any(), path
         assert np.all(np.asarray(weight)[off] == 0), path
         assert np.all(np.asarray(grad)[off] == 0), path
-    final, _ = method.finalize(state.params, state.method_state, CONFIG)
+        assert np.abs(np.asarray(grad)[~off]).max() > 0, path
+    final, config = method.finalize(state.params, state.method_state, CONFIG)
     chex.assert_trees_all_equal(final, seen)
+    assert config is CONFIG
+
+
+def test_forward_only_passes_change_no_mask():
+    _, params = models.build(CONFIG, "classification")
+    method = MagnitudePruning(SparsitySchedule(0.5, start_step=0, end_step=2, every=1))
+    params, state = method.init(params, RNGS)
+    # Step 0 is an update step (done = 1), but a calibration pass has no gradient.
+    same = method.update(state, params, None, {"metrics": {}, "stats": {}}, 0)
+    assert same is state
+    updated = method.update(state, params, params, {"metrics": {}, "stats": {}}, 0)
+    assert method.report(params, state)["sparsity"] == 0.0
+    assert method.report(params, updated)["sparsity"] > 0.4
 
 
 def test_two_of_four_keeps_the_two_largest_in_every_group():
@@ -164,8 +232,11 @@ def test_two_of_four_keeps_the_two_largest_in_every_group():
 def test_n_of_m_scope_in_the_method():
     _, params = models.build(CONFIG, "classification")
     method = MagnitudePruning(SparsitySchedule(0.5), scope="n:m", n_of_m=(2, 4))
-    state = method.init(params, None)
-    assert method.report(params, state)["sparsity"] == pytest.approx(0.5)
+    _, state = method.init(params, RNGS)
+    assert method.report(params, state)["sparsity"] == 0.5
+    for path, mask in _kernels(state["masks"]):
+        groups = np.asarray(mask).reshape(-1, 4, mask.shape[-1])
+        assert np.all(groups.sum(axis=1) == 2), path
 
 
 def test_one_trace_with_every_method_composed():
@@ -186,8 +257,13 @@ def test_one_trace_with_every_method_composed():
             LayerDrop(num_layers=2, drop=1, strategy="top"),
         ]
     )
+    assert method.name == (
+        "prune_magnitude+prune_structured+quant_weights_w8+activationquantization+bitfit"
+        "+layer_drop_top1"
+    )
+    params, method_state = method.init(params, RNGS)
     tx = method.wrap_optimizer(make_optimizer(TRAIN, 20), params)
-    state = TrainState.create(params, tx, 0, method_state=method.init(params, None))
+    state = TrainState.create(params, tx, 0, method_state=method_state)
     step = jax.jit(
         chex.assert_max_traces(steps.train_step_fn(model, regression=False, method=method), n=1)
     )
@@ -195,6 +271,9 @@ def test_one_trace_with_every_method_composed():
         state, values = step(state, _batch(i))
     assert np.isfinite(float(values["loss"]))
     assert float(state.method_state[1]["head_mask"].sum()) == 2  # one of two heads per layer
+    assert method.methods[0].report(state.params, state.method_state[0])["sparsity"] == 0.5
+    _, interventions = method.present(state.params, state.method_state, 4, False)
+    assert interventions.set_fields() == ("head_mask", "ffn_mask", "layers", "matmul")
 
 
 def test_sparse_bytes_counts_kept_values_and_a_bitmap():

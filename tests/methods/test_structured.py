@@ -5,11 +5,14 @@ import json
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from bertjax import models
-from methods.base import compose
+from bertjax.models.interventions import Interventions
+from bertjax.train import steps
+from methods.base import Context, compose
 from methods.pruning.layer_drop import LayerDrop, contribution_ranking, dropped_layers
 from methods.pruning.structured import StructuredPruning
 
@@ -26,8 +29,20 @@ def _batch():
     return ids, mask, np.zeros_like(ids)
 
 
-def _outputs(model, params, **overrides):
-    out, _ = model.apply({"params": params}, *_batch(), **overrides)
+RNGS = {"state": jax.random.key(0), "params": jax.random.key(1)}
+AUX = {"metrics": {}, "stats": {}}
+
+
+def _outputs(model, params, **kw):
+    out, _ = model.apply({"params": params}, *_batch(), **kw)
+    return np.asarray(out["logits"])
+
+
+def _presented(model, method, params, state):
+    """Logits of the model as `method` presents it in evaluation (steps.forward)."""
+    ids, mask, types = _batch()
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    out, _, _ = steps.forward(model, method, params, state, 0, batch, train=False)
     return np.asarray(out["logits"])
 
 
@@ -42,14 +57,12 @@ def test_gradient_importance_equals_mask_gradient(model_and_params):
     ids, mask, types = _batch()
 
     def loss_of(p, head_mask, ffn_mask):
-        out, _ = model.apply(
-            {"params": p}, ids, mask, types, head_mask=head_mask, ffn_mask=ffn_mask
-        )
+        interventions = Interventions(head_mask=head_mask, ffn_mask=ffn_mask)
+        out, _ = model.apply({"params": p}, ids, mask, types, interventions=interventions)
         return jnp.sum(out["logits"] ** 2)
 
     ones_h, ones_f = jnp.ones((3, 4)), jnp.ones((3, 48))
-    grads = jax.grad(loss_of)(params, ones_h, ones_f)
-    head_ref, ffn_ref = jax.grad(loss_of, argnums=(1, 2))(params, ones_h, ones_f)
+    grads, head_ref, ffn_ref = jax.jit(jax.grad(loss_of, argnums=(0, 1, 2)))(params, ones_h, ones_f)
     heads, neurons = method._gradient_scores(params, grads)
     np.testing.assert_allclose(heads, np.abs(head_ref), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(neurons, np.abs(ffn_ref), rtol=1e-4, atol=1e-6)
@@ -66,26 +79,67 @@ def test_budgets(model_and_params, scope):
         scope=scope,
         prune_step=0,
     )
-    state = method.init(params, None)
+    same, state = method.init(params, RNGS)
+    assert same is params
     heads, ffn = np.asarray(state["head_mask"]), np.asarray(state["ffn_mask"])
     assert heads.sum() == 6 and ffn.sum() == 3 * 48 - int(0.25 * 144)
     assert np.all(heads.sum(1) >= 1)
+    head_scores, ffn_scores = (np.asarray(x) for x in method._weight_norm_scores(params))
     if scope == "layer":
         assert np.all(heads.sum(1) == 2) and np.all(ffn.sum(1) == 36)
+        for i in range(3):  # the lowest norms of each layer go
+            assert head_scores[i][heads[i] == 0].max() <= head_scores[i][heads[i] == 1].min()
+            assert ffn_scores[i][ffn[i] == 0].max() <= ffn_scores[i][ffn[i] == 1].min()
+    else:  # the lowest of the per-layer normalised norms go, over all layers
+        normed = ffn_scores / np.linalg.norm(ffn_scores, axis=1, keepdims=True)
+        assert normed[ffn == 0].max() <= normed[ffn == 1].min()
 
 
 def test_gradient_masks_fix_at_prune_step(model_and_params):
     _, params = model_and_params
     method = StructuredPruning(num_heads=4, head_sparsity=0.25, prune_step=2)
-    state = method.init(params, None)
-    grads = jax.tree_util.tree_map(lambda p: jnp.ones_like(p) * 0.01, params)
-    state = method.update(params, grads, state, 1)
+    _, state = method.init(params, RNGS)
+    grads = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(np.random.default_rng(p.size).normal(size=p.shape), p.dtype), params
+    )
+    once, _ = method._gradient_scores(params, grads)
+    # A forward-only (calibration) pass changes nothing.
+    assert method.update(state, params, None, AUX, 0) is state
+    # Step 0: the first update; importance accumulates, masks wait for prune_step updates.
+    state = method.update(state, params, grads, AUX, 0)
     assert np.all(np.asarray(state["head_mask"]) == 1)
-    state = method.update(params, grads, state, 2)
-    assert np.asarray(state["head_mask"]).sum() == 9
-    later = method.update(params, jax.tree_util.tree_map(jnp.zeros_like, params), state, 3)
+    np.testing.assert_allclose(state["head_scores"], once, rtol=1e-6)
+    # Step 1: the second update: scores of both steps, then 1 of 4 heads per layer goes.
+    state = method.update(state, params, grads, AUX, 1)
+    scores, mask = np.asarray(state["head_scores"]), np.asarray(state["head_mask"])
+    np.testing.assert_allclose(scores, 2 * np.asarray(once), rtol=1e-6)
+    assert mask.sum() == 9 and np.all(mask.sum(1) == 3)
+    np.testing.assert_array_equal(mask == 0, scores == scores.min(1, keepdims=True))
+    later = method.update(state, params, jax.tree_util.tree_map(jnp.zeros_like, params), AUX, 2)
     chex.assert_trees_all_equal(later["head_mask"], state["head_mask"])
     chex.assert_trees_all_equal(later["head_scores"], state["head_scores"])
+
+
+def test_from_config_needs_one_update_for_gradient_importance():
+    block = ml_collections.ConfigDict(
+        dict(
+            head_sparsity=0.5,
+            ffn_sparsity=0.25,
+            importance="gradient",
+            scope="global",
+            prune_fraction=0.0,
+        )
+    )
+    context = Context(total_steps=40, model=CONFIG)
+    method = StructuredPruning.from_config(block, context)
+    assert (method.num_heads, method.prune_step, method.scope) == (4, 1, "global")
+    assert method.name == "prune_structured"
+    block.prune_fraction = 0.25
+    assert StructuredPruning.from_config(block, context).prune_step == 10
+    block.prune_fraction, block.importance = 0.0, "weight_norm"
+    assert StructuredPruning.from_config(block, context).prune_step == 0
+    with pytest.raises(ValueError, match="prune_step >= 1"):
+        StructuredPruning(num_heads=4, prune_step=0)
 
 
 def _pruned(params, scope="global", drop=()):
@@ -102,7 +156,7 @@ def _pruned(params, scope="global", drop=()):
     if drop:
         parts.append(LayerDrop(num_layers=3, strategy="explicit", layers_to_drop=drop))
     method = compose(parts)
-    return method, method.init(params, None)
+    return method, method.init(params, RNGS)[1]
 
 
 @pytest.mark.parametrize(("scope", "drop"), [("layer", ()), ("global", ()), ("global", (1,))])
@@ -111,7 +165,7 @@ def test_finalize_equals_masked_model_and_exports(tmp_path, model_and_params, sc
     torch = pytest.importorskip("torch")
     model, params = model_and_params
     method, state = _pruned(params, scope, drop)
-    masked = _outputs(model, method.forward_params(params, state), **method.overrides(state))
+    masked = _presented(model, method, params, state)
     small_params, small_config = method.finalize(jax.device_get(params), state, CONFIG)
     small = model.clone(config=small_config)
     assert small_config.num_hidden_layers == 3 - len(drop)
@@ -154,10 +208,25 @@ def test_contribution_ranking_puts_identity_layers_first():
     assert list(ranking) == [1, 2, 0]
 
 
-def test_layer_drop_runs_only_kept_layers(model_and_params):
+def test_layer_drop_runs_only_kept_layers_and_finalize_removes_the_others(model_and_params):
     model, params = model_and_params
-    method = LayerDrop(num_layers=3, drop=1, strategy="top")
-    out, inter = model.apply(
-        {"params": params}, *_batch(), collect=("hidden",), **method.overrides(None)
+    method = LayerDrop(num_layers=3, drop=1, strategy="bottom")
+    assert method.name == "layer_drop_bottom1" and method.kept == (1, 2)
+    _, state = method.init(params, RNGS)
+    seen, interventions = method.present(params, state, 0, False)
+    assert seen is params and interventions.layers == (1, 2)
+    _, inter = model.apply(
+        {"params": params}, *_batch(), collect=("hidden",), interventions=interventions
     )
-    assert sorted(inter) == ["hidden/0", "hidden/1"]
+    assert sorted(inter) == ["hidden/1", "hidden/2"]
+    small_params, small_config = method.finalize(params, state, CONFIG)
+    assert small_config.num_hidden_layers == 2
+    chex.assert_trees_all_equal(
+        small_params["bert"]["encoder"]["layer"]["0"], params["bert"]["encoder"]["layer"]["1"]
+    )
+    np.testing.assert_allclose(
+        _outputs(model.clone(config=small_config), small_params),
+        _presented(model, method, params, state),
+        atol=1e-6,
+    )
+    assert method.report(params, state) == {"layers_kept": [1, 2], "layers_dropped": [0]}

@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,16 @@ import optax
 import pytest
 
 from bertjax import models
+from bertjax.data import pipeline
 from bertjax.data.tokenizer import Encoded
-from bertjax.train import calibration, loop
+from bertjax.models.interventions import (
+    Interventions,
+    Matmul,
+    matmul_sites,
+    site_of,
+    sites_in,
+)
+from bertjax.train import calibration, evaluation, loop, steps
 from bertjax.train import mesh as mesh_lib
 from bertjax.train.state import TrainState
 from configs import layer_drop, quant_ptq
@@ -39,44 +48,66 @@ def _encoded(count=40, seed=0):
     )
 
 
+class Recording(Matmul):
+    """The float matmuls, keeping every activation operand by site."""
+
+    def __init__(self):
+        self.operands = {}
+
+    def operand(self, x, site):
+        self.operands[site] = x
+        return x, None
+
+
+def _float_operands(model, params, inputs):
+    """{site: operand} of the plain float forward (jitted; the operands are outputs)."""
+
+    def run(params, inputs):
+        recording = Recording()
+        args = (inputs[k] for k in steps.MODEL_INPUTS)
+        model.apply({"params": params}, *args, interventions=Interventions(matmul=recording))
+        return recording.operands
+
+    return jax.device_get(jax.jit(run)(params, inputs))
+
+
 def test_minmax_calibration_equals_numpy_min_max_of_the_float_operands():
     model, params = models.build(_config(2), "classification")
     encoded, mesh, batches = _encoded(), mesh_lib.make_mesh(), 3
     method = ActivationQuantization(
         QuantSpec(8, symmetric=False), calibration="minmax", num_calibration_batches=batches
     )
-    state = TrainState.create(params, optax.sgd(0.1), 0, method_state=method.init(params, None))
+    params, method_state = method.init(params, {})
+    state = TrainState.create(params, optax.sgd(0.1), 0, method_state=method_state)
     state = calibration.calibrate(
         model, method, mesh_lib.replicate(state, mesh), encoded, 8, 0, mesh, disable=True
     )
-
-    operands = []
-
-    def recording(lhs, rhs, dimension_numbers, *args, **kwargs):
-        (_, _), (lhs_batch, _) = dimension_numbers
-        operands.extend([lhs, rhs] if lhs_batch else [lhs])
-        return jax.lax.dot_general(lhs, rhs, dimension_numbers, *args, **kwargs)
-
-    lows, highs = [], []
-    for inputs in calibration.calibration_batches(encoded, 8, 0, batches):
-        operands.clear()
-        model.apply({"params": params}, *inputs.values(), dot_general=recording)
-        lows.append([np.min(x) for x in operands])
-        highs.append([np.max(x) for x in operands])
+    operands = [
+        _float_operands(model, params, inputs)
+        for inputs in calibration.calibration_batches(encoded, 8, 0, batches)
+    ]
     ranges = jax.device_get(state.method_state)
-    np.testing.assert_allclose(ranges["lo"], np.min(lows, axis=0), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ranges["hi"], np.max(highs, axis=0), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(ranges["count"], batches)
+    sites = sites_in(ranges, "count")
+    assert sites == matmul_sites(params) and tuple(sorted(operands[0])) == sites
+    for site in sites:
+        entry = site_of(ranges, site)
+        lo = min(float(np.min(batch[site])) for batch in operands)
+        hi = max(float(np.max(batch[site])) for batch in operands)
+        np.testing.assert_allclose([entry["lo"], entry["hi"]], [lo, hi], rtol=1e-6, atol=1e-6)
+        assert int(entry["count"]) == batches, site
 
 
 def test_calibration_batches_continue_into_the_next_epoch():
     encoded = _encoded(count=20)  # 3 batches of 8 per epoch
     batches = list(calibration.calibration_batches(encoded, 8, 0, 5))
-    assert len(batches) == 5 and set(batches[0]) == {
-        "input_ids",
-        "attention_mask",
-        "token_type_ids",
-    }
+    assert len(batches) == 5
+    assert set(batches[0]) == {"input_ids", "attention_mask", "token_type_ids"}
+    epochs = [list(pipeline.train_batches(encoded, 8, 0, epoch)) for epoch in (0, 1)]
+    expected = epochs[0] + epochs[1][:2]  # the training order: epoch 0, then epoch 1
+    for given, batch in zip(batches, expected, strict=True):
+        for key, value in given.items():
+            np.testing.assert_array_equal(value, batch[key])
+    assert not np.array_equal(epochs[0][0]["input_ids"], epochs[1][0]["input_ids"])
 
 
 def test_contribution_picks_the_layer_that_passes_its_input_through():
@@ -101,6 +132,14 @@ def test_contribution_picks_the_layer_that_passes_its_input_through():
 def test_ptq_run_calibrates_evaluates_and_exports_without_training(tmp_path, shrink, monkeypatch):
     arg = "model=tiny,task=mrpc,smoke=True,wbits=4,abits=8,calibration=percentile,batches=3"
     config = shrink(quant_ptq.get_config(arg))
+    evaluated = []  # the method state each evaluation ran with
+    evaluate = evaluation.evaluate
+
+    def recording(eval_step, state, *args):
+        evaluated.append(jax.device_get(state.method_state))
+        return evaluate(eval_step, state, *args)
+
+    monkeypatch.setattr(evaluation, "evaluate", recording)
     results = loop.train_and_evaluate(config, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["metrics"] == results["metrics"] and set(results["metrics"]) == {"accuracy", "f1"}
@@ -108,6 +147,9 @@ def test_ptq_run_calibrates_evaluates_and_exports_without_training(tmp_path, shr
     assert results["calibration"] == "percentile" and results["calibration_batches"] == 3
     assert results["activation_ranges"] == "calibrated"
     assert results["activation_sites"] == 2 * 10 + 2  # tiny: 2 layers
+    # Evaluated with the ranges of all 3 calibration batches, at every site.
+    ((_, ranges),) = evaluated
+    assert {int(site_of(ranges, s)["count"]) for s in sites_in(ranges, "count")} == {3}
     model, params = models.load_pretrained(tmp_path / "export", head="classification")
     query = params["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["kernel"]
     assert max(len(np.unique(query[:, c])) for c in range(query.shape[1])) <= 16
@@ -115,6 +157,7 @@ def test_ptq_run_calibrates_evaluates_and_exports_without_training(tmp_path, shr
     monkeypatch.setattr(calibration, "calibrate", pytest.fail)
     again = loop.train_and_evaluate(config, tmp_path)
     assert again["metrics"] == results["metrics"]
+    chex.assert_trees_all_equal(evaluated[1], evaluated[0])
 
 
 def test_contribution_layer_drop_run(tmp_path, shrink):

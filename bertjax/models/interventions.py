@@ -1,0 +1,179 @@
+"""What a compression method changes in the model's forward pass: one struct.
+
+`BertModel.__call__(..., interventions=Interventions(...))` receives every
+change at once; each module reads the field it acts on, and `LayerStack`
+hands layer `i` its own slice of the per-layer fields (`at_layer`). Adding an
+intervention means: a field here, and code in the one module that uses it.
+
+Fields (all optional; `None` = the plain BERT forward):
+  head_mask [L, N]     multiplies each head's attention probabilities (HF semantics)
+  ffn_mask  [L, I]     multiplies FFN activations (neuron pruning)
+  layers    tuple      indices of the layers that run, in order (layer dropping)
+  replace   Replace    module replacing (BERT-of-Theseus): which layers form a module
+                       and, per module, whether its successor runs (`nn.cond`)
+  matmul    Matmul     how every matmul runs: each Dense layer and both attention
+                       products call `matmul.operand` on their activation operands and
+                       `matmul.dot_general` for the product (quantization)
+
+Statistics: when `matmul.operand` returns a statistic for an operand, the
+module stores it in the mutable Flax collection `quant_stats` under its own
+path and the operand's site name (`SITE_NAMES`); `matmul_sites(params)` lists
+every site the model can visit, so callers can pre-populate the collection
+(needed under `nn.cond`, whose branches must return the same variables).
+
+This module holds no Flax modules: methods import it to build interventions.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+STATS = "quant_stats"  # the Flax collection activation statistics are written to
+# Operand sites: the input of every Dense; q, k of the q.k product, probs, v of probs.v.
+DENSE_SITE = "input"
+ATTENTION_SITES = ("qk_query", "qk_key", "pv_probs", "pv_value")
+
+
+class Matmul:
+    """How the model's matmuls run; subclass and override what changes.
+
+    `operand(x, site) -> (x, statistic or None)` is called on each activation
+    operand (`site` = the module's '/'-joined path + '/' + site name);
+    `dot_general` computes the product (a `jax.lax.dot_general` replacement).
+    """
+
+    def operand(self, x: Array, site: str) -> tuple[Array, Any]:
+        return x, None
+
+    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, **kwargs):
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, **kwargs)
+
+
+@struct.dataclass
+class Replace:
+    """Theseus module replacing: `modules[m]` (layer indices) runs as one successor
+    layer `encoder/successor/{m}` where `use_successor[m]` (a traced bool) is true."""
+
+    modules: tuple[tuple[int, ...], ...] = struct.field(pytree_node=False)
+    use_successor: Array
+
+
+def _per_layer(**kwargs):
+    return struct.field(metadata={"per_layer": True}, **kwargs)
+
+
+@struct.dataclass
+class Interventions:
+    """Every model intervention of one forward pass (see the module docstring)."""
+
+    head_mask: Array | None = _per_layer(default=None)
+    ffn_mask: Array | None = _per_layer(default=None)
+    layers: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+    replace: Replace | None = None
+    matmul: Matmul | None = struct.field(pytree_node=False, default=None)
+
+    def at_layer(self, i: int) -> "Interventions":
+        """This struct with each per-layer field replaced by layer `i`'s slice."""
+        sliced = {
+            f.name: getattr(self, f.name)[i]
+            for f in dataclasses.fields(self)
+            if f.metadata.get("per_layer") and getattr(self, f.name) is not None
+        }
+        return self.replace_fields(**sliced)
+
+    def replace_fields(self, **changes) -> "Interventions":
+        return dataclasses.replace(self, **changes)
+
+    def merge(self, other: "Interventions") -> "Interventions":
+        """Both structs' fields; a field set by both is an error (two methods, one knob)."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if theirs is None:
+                continue
+            if mine is not None:
+                raise ValueError(f"two methods set the model intervention {f.name!r}")
+            changes[f.name] = theirs
+        return self.replace_fields(**changes)
+
+    def set_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+
+
+NONE = Interventions()
+
+
+def dot_general_of(interventions: Interventions | None) -> Callable:
+    """The product the model's matmuls use."""
+    matmul = interventions.matmul if interventions is not None else None
+    return jax.lax.dot_general if matmul is None else matmul.dot_general
+
+
+def matmul_sites(params: Any) -> tuple[str, ...]:
+    """Every operand site the model may visit, sorted: `{dense}/input` for each params
+    dict holding a `kernel`, and the four `ATTENTION_SITES` of each dict holding
+    `query`, `key` and `value` (an attention `self` block). Sites of method-owned
+    params that the model never runs are listed too; they are simply never written."""
+    sites = []
+
+    def walk(tree, path):
+        if not isinstance(tree, dict):
+            return
+        if "kernel" in tree and not isinstance(tree["kernel"], dict):
+            sites.append(f"{path}/{DENSE_SITE}")
+        if all(k in tree for k in ("query", "key", "value")):
+            sites.extend(f"{path}/{name}" for name in ATTENTION_SITES)
+        for key, value in tree.items():
+            walk(value, f"{path}/{key}" if path else str(key))
+
+    walk(params, "")
+    return tuple(sorted(sites))
+
+
+def site_tree(sites: tuple[str, ...], leaf: Callable[[str], Any]) -> dict:
+    """Nested dicts by module path (the layout of a Flax collection), `leaf(site)` at each."""
+    tree: dict = {}
+    for site in sites:
+        *modules, name = site.split("/")
+        node = tree
+        for key in modules:
+            node = node.setdefault(key, {})
+        node[name] = leaf(site)
+    return tree
+
+
+def site_of(tree: dict, site: str, default: Any = None) -> Any:
+    """The entry of `site` in a `site_tree`-shaped tree (`default` where absent)."""
+    node = tree
+    for key in site.split("/"):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def sites_in(tree: dict, marker: str) -> tuple[str, ...]:
+    """The sites of a `site_tree`: paths of the dicts that hold the key `marker`."""
+    found = []
+
+    def walk(node, path):
+        if marker in node:
+            found.append(path)
+            return
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}/{key}" if path else key)
+
+    walk(tree, "")
+    return tuple(sorted(found))
+
+
+def empty_stats(sites: tuple[str, ...]) -> dict:
+    """The `quant_stats` collection with every site unseen: `{lo, hi, seen}` float32 zeros."""
+    zero = jnp.zeros((), jnp.float32)
+    return site_tree(sites, lambda _: {"lo": zero, "hi": zero, "seen": zero})
