@@ -59,4 +59,6 @@ class SparsitySchedule:
         if self.one_shot:
             return step == self.start_step
         in_range = (step >= self.start_step) & (step <= self.end_step)
-        return in_range & ((step - self.start_step) % self.every == 0)
+        # The end step always updates, so the target is reached even when
+        # (end - start) is not a multiple of `every`.
+        return in_range & (((step - self.start_step) % self.every == 0) | (step == self.end_step))

@@ -282,3 +282,11 @@ def test_sparse_bytes_counts_kept_values_and_a_bitmap():
     selected = {"a": True, "b": False}
     # 4 kept float32 values + 16 bits of bitmap, plus b's dense 3 x 4 bytes.
     assert mask_lib.sparse_bytes(params, masks, selected) == 4 * 4 + 2 + 12
+
+
+def test_schedule_reaches_its_target_when_the_range_is_not_a_multiple_of_every():
+    # MRPC, 3 epochs: pruning over steps 115..230 every 10 steps; step 230 must update.
+    schedule = SparsitySchedule(0.9, start_step=115, end_step=230, every=10)
+    updates = [s for s in range(0, 346) if bool(schedule.is_update_step(s))]
+    assert updates[0] == 115 and updates[-1] == 230 and 225 in updates
+    assert int(schedule.count(230)(10_616_832)) == 9_555_148
