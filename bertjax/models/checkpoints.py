@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax import paths
-from bertjax.models import convert
+from bertjax.models import convert, layout
 from bertjax.models.config import BertConfig
 from bertjax.models.heads import BertModel
 from bertjax.models.layout import head_columns
@@ -153,7 +153,7 @@ def resize_ffn(params: dict, widths: Sequence[int]) -> dict:
                 "dense": {"kernel": _on_kernel(ffn_out["kernel"], 0, fit), "bias": ffn_out["bias"]},
             },
         }
-    return {**params, "bert": {**params["bert"], "encoder": {"layer": resized}}}
+    return layout.with_layers(params, resized)
 
 
 def _place_columns(
@@ -207,7 +207,7 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
             },
         }
         resized[key] = {**layer, "attention": {"self": projections, "output": output}}
-    return {**params, "bert": {**params["bert"], "encoder": {"layer": resized}}}
+    return layout.with_layers(params, resized)
 
 
 def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models import layout
 from bertjax.models.interventions import Interventions
 from bertjax.models.layout import head_columns
 from methods.base import Method, fields_from
@@ -174,7 +175,7 @@ class StructuredPruning(Method):
             layers[key] = slice_layer(
                 layer, np.flatnonzero(head_mask[i]), np.flatnonzero(ffn_mask[i]), self.num_heads
             )
-        params = {**params, "bert": {**params["bert"], "encoder": {"layer": layers}}}
+        params = layout.with_layers(params, layers)
         widths = tuple(int(m.sum()) for m in ffn_mask)
         config = dataclasses.replace(
             config,
