@@ -11,9 +11,11 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune
 
+ARGS = finetune.BASE_ARGS
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **finetune.BASE_ARGS)
+    args = parse_arg(arg, **ARGS)
     config = finetune.build(args)
     config.train.learning_rate = 1e-3
     config.bitfit = ml_collections.ConfigDict()

@@ -13,11 +13,11 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import distill_kd, distill_tinybert
 
+ARGS = {**distill_kd.STUDENT_ARGS, "temperature": 1.0, **distill_tinybert.TRANSFORMER_ARGS}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg, **{**distill_kd.ARGS, "temperature": 1.0}, **distill_tinybert.TRANSFORMER_ARGS
-    )
+    args = parse_arg(arg, **ARGS)
     config = distill_kd.student_config(args)
     config.distill = distill_tinybert.transformer_block(args, "emd")
     return config

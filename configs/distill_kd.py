@@ -24,7 +24,9 @@ from bertjax.config_args import parse_arg
 from bertjax.models import variants
 from configs import finetune
 
-ARGS = dict(student="minilm-l3-h384", teacher="", task="rte", smoke=False, temperature=2.0)
+# The `:arg` keys of every distillation config (a student and its teacher).
+STUDENT_ARGS = dict(student="minilm-l3-h384", teacher="", task="rte", smoke=False, temperature=2.0)
+ARGS = dict(**STUDENT_ARGS, alpha=0.5, kind="soft_ce")
 
 
 def student_config(args: dict) -> ml_collections.ConfigDict:
@@ -34,7 +36,10 @@ def student_config(args: dict) -> ml_collections.ConfigDict:
     if student.startswith("teacher:"):
         if not args["teacher"]:
             raise ValueError("student=teacher:N needs teacher=DIR")
-        model, truncate = args["teacher"], int(student.split(":", 1)[1])
+        layers = student.split(":", 1)[1]
+        if not layers.isdigit():
+            raise ValueError(f"config argument student={student}: N in teacher:N is a layer count")
+        model, truncate = args["teacher"], int(layers)
     else:
         model = student
     config = finetune.build({**args, "model": model})
@@ -46,7 +51,7 @@ def student_config(args: dict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **ARGS, alpha=0.5, kind="soft_ce")
+    args = parse_arg(arg, **ARGS)
     config = student_config(args)
     config.distill = ml_collections.ConfigDict()
     config.distill.kind = args["kind"]

@@ -16,18 +16,13 @@ from bertjax.config_args import parse_arg
 from configs import finetune
 from methods.distill.theseus import SUCCESSOR
 
+ARGS = dict(
+    teacher="", task="rte", smoke=False, successors=3, schedule="linear", rate=0.5, ramp=0.6
+)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        teacher="",
-        task="rte",
-        smoke=False,
-        successors=3,
-        schedule="linear",
-        rate=0.5,
-        ramp=0.6,
-    )
+    args = parse_arg(arg, **ARGS)
     config = finetune.build({**args, "model": args["teacher"] or "minilm-l6-h384"})
     config.teacher = args["teacher"]  # for loyalty only: the predecessor is the model itself
     config.theseus = ml_collections.ConfigDict()

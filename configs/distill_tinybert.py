@@ -17,6 +17,7 @@ from bertjax.config_args import parse_arg
 from configs import distill_kd
 
 TRANSFORMER_ARGS = dict(stage="both", split=0.5)
+ARGS = {**distill_kd.STUDENT_ARGS, "temperature": 1.0, **TRANSFORMER_ARGS, "map": "uniform"}
 
 
 def transformer_block(args: dict, kind: str) -> ml_collections.ConfigDict:
@@ -35,9 +36,7 @@ def transformer_block(args: dict, kind: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg, **{**distill_kd.ARGS, "temperature": 1.0}, **TRANSFORMER_ARGS, map="uniform"
-    )
+    args = parse_arg(arg, **ARGS)
     config = distill_kd.student_config(args)
     config.distill = transformer_block(args, "tinybert")
     config.distill.layer_map = args["map"]

@@ -14,10 +14,12 @@ from bertjax.config_args import parse_arg
 
 # The `:arg` keys every experiment config accepts.
 BASE_ARGS = dict(model="minilm-l6-h384", task="rte", smoke=False)
+# Every config module's `ARGS`: its `:arg` keys and their defaults (`--help` lists them).
+ARGS = BASE_ARGS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return build(parse_arg(arg, **BASE_ARGS))
+    return build(parse_arg(arg, **ARGS))
 
 
 def build(args: dict) -> ml_collections.ConfigDict:
@@ -62,6 +64,9 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.checkpoint.keep = 2
 
     config.export = True
+    # Smoke runs (tiny data, one short epoch) check that things run; results.json and the
+    # report mark their numbers as such.
+    config.smoke = bool(args["smoke"])
     # A fine-tuned teacher (HF layout, e.g. a finetune run's export/): when set, results.json
     # reports label and probability loyalty to it (Xu et al. 2021).
     config.teacher = ""
@@ -75,4 +80,5 @@ def build(args: dict) -> ml_collections.ConfigDict:
         config.train.eval_batch_size = 32
         config.train.log_every_steps = 1
         config.checkpoint.every_steps = 2
+        config.checkpoint.keep = 1  # a smoke run resumes from its latest step only
     return config

@@ -15,9 +15,11 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune
 
+ARGS = dict(**finetune.BASE_ARGS, drop=2, strategy="top")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **finetune.BASE_ARGS, drop=2, strategy="top")
+    args = parse_arg(arg, **ARGS)
     config = finetune.build(args)
     config.layer_drop = ml_collections.ConfigDict()
     config.layer_drop.drop = args["drop"]

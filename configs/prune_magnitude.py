@@ -13,11 +13,11 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune
 
-ARGS = dict(sparsity=0.5, scope="layer", gradual=True)
+ARGS = dict(**finetune.BASE_ARGS, sparsity=0.5, scope="layer", gradual=True)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return build(parse_arg(arg, **finetune.BASE_ARGS, **ARGS))
+    return build(parse_arg(arg, **ARGS))
 
 
 def build(args: dict) -> ml_collections.ConfigDict:

@@ -14,13 +14,13 @@ method-owned params; pruned weights get no gradient (methods/pruning/movement.py
 import ml_collections
 
 from bertjax.config_args import parse_arg
-from configs import finetune, prune_magnitude
+from configs import prune_magnitude
+
+ARGS = dict(**prune_magnitude.ARGS, movement="hard", scores="adam")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg, **finetune.BASE_ARGS, **prune_magnitude.ARGS, movement="hard", scores="adam"
-    )
+    args = parse_arg(arg, **ARGS)
     config = prune_magnitude.build(args)
     config.prune.kind = "movement"
     config.prune.movement = args["movement"]

@@ -13,16 +13,11 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune
 
+ARGS = dict(**finetune.BASE_ARGS, heads=0.5, ffn=0.5, importance="gradient", scope="layer")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        **finetune.BASE_ARGS,
-        heads=0.5,
-        ffn=0.5,
-        importance="gradient",
-        scope="layer",
-    )
+    args = parse_arg(arg, **ARGS)
     config = finetune.build(args)
     config.structured = ml_collections.ConfigDict()
     config.structured.head_sparsity = args["heads"]

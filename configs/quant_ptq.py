@@ -29,19 +29,20 @@ import ml_collections
 from bertjax.config_args import parse_arg
 from configs import finetune, quant_qat
 
+ARGS = dict(
+    **finetune.BASE_ARGS,
+    wbits=8,
+    abits=8,
+    calibration="minmax",
+    batches=16,
+    int8=False,
+    scales="dynamic",
+    attention8=False,
+)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(
-        arg,
-        **finetune.BASE_ARGS,
-        wbits=8,
-        abits=8,
-        calibration="minmax",
-        batches=16,
-        int8=False,
-        scales="dynamic",
-        attention8=False,
-    )
+    args = parse_arg(arg, **ARGS)
     config = finetune.build(args)
     config.train.num_epochs = 0.0
     config.quant = quant_qat.quant_block({**args, "ranges": "dynamic"})

@@ -36,8 +36,11 @@ def quant_block(args: dict) -> ml_collections.ConfigDict:
     return block
 
 
+ARGS = dict(**finetune.BASE_ARGS, wbits=8, abits=8, ranges="ema")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, **finetune.BASE_ARGS, wbits=8, abits=8, ranges="ema")
+    args = parse_arg(arg, **ARGS)
     config = finetune.build(args)
     config.quant = quant_block(args)
     return config

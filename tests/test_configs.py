@@ -1,4 +1,6 @@
-"""Config files and their `:arg` strings."""
+"""Config files, their `:arg` strings and the checks of their values."""
+
+import importlib
 
 import pytest
 
@@ -9,6 +11,37 @@ from configs import finetune
 def test_parse_arg_literals_and_strings():
     values = parse_arg("model=mini,smoke=True,task=rte", model="x", task="y", smoke=False)
     assert values == {"model": "mini", "task": "rte", "smoke": True}
+
+
+@pytest.mark.parametrize(
+    ("arg", "value"),
+    [("smoke=True", True), ("smoke=true", True), ("smoke=FALSE", False), ("smoke=false", False)],
+)
+def test_booleans_are_true_or_false(arg, value):
+    assert parse_arg(arg, smoke=True if not value else False)["smoke"] is value
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("smoke=Ture", "config argument smoke=Ture: must be true or false"),
+        ("smoke=no", "config argument smoke=no: must be true or false"),
+        ("smoke=1", "config argument smoke=1: must be true or false"),
+        ("drop=two", "config argument drop=two: must be an integer"),
+        ("drop=1.5", "config argument drop=1.5: must be an integer"),
+        ("sparsity=high", "config argument sparsity=high: must be a number"),
+    ],
+)
+def test_parse_arg_rejects_values_of_the_wrong_type(arg, message):
+    with pytest.raises(ValueError) as error:
+        parse_arg(arg, smoke=False, drop=2, sparsity=0.5)
+    assert str(error.value) == message
+
+
+def test_numbers_parse_as_their_default_type():
+    values = parse_arg("drop=3,sparsity=70,model=3", drop=2, sparsity=0.5, model="x")
+    assert values == {"drop": 3, "sparsity": 70.0, "model": "3"}
+    assert isinstance(values["sparsity"], float)
 
 
 @pytest.mark.parametrize(
@@ -84,9 +117,53 @@ NAMES = [
 
 @pytest.mark.parametrize(("module", "arg", "name"), NAMES)
 def test_method_names_are_derived_from_the_methods(module, arg, name):
-    import importlib
-
     config = importlib.import_module(f"configs.{module}").get_config(f"task=mrpc,{arg}")
     if config.get("model") is not None and config.model.name == "T":
         config.model.name = "tiny"
     assert _method_name(config) == name
+
+
+def test_every_config_lists_its_args_and_validates():
+    from bertjax import catalog
+    from bertjax.train import validation
+
+    names = catalog.config_names()
+    assert {"finetune", "prune_magnitude", "distill_kd"} <= set(names) and "__init__" not in names
+    for name in names:
+        entry = catalog.config_entry(name)
+        assert entry.summary and {"task", "smoke"} <= set(entry.args), name
+        arg = "teacher=T" if "teacher" in entry.args else ""  # distillation needs one
+        config = importlib.import_module(f"configs.{name}").get_config(arg)
+        assert validation.problems(config) == [], name
+
+
+# (config:arg, field overrides, the one-line error)
+BAD_VALUES = [
+    ("finetune", {"train.batch_size": 0}, "config.train.batch_size must be an integer >= 1, got 0"),
+    ("finetune", {"train.batch_size": -8}, "config.train.batch_size must be an integer >= 1"),
+    ("finetune", {"train.warmup_ratio": 1.5}, "config.train.warmup_ratio must be in [0, 1]"),
+    ("finetune", {"task": "nosuchtask"}, "config.task must be a GLUE task (cola, sst2,"),
+    ("finetune", {"data.root": "/no/data"}, "config.data.root must be an existing directory"),
+    ("prune_magnitude:sparsity=70", {}, "config.prune.sparsity must be in [0, 1), got 70.0"),
+    (
+        "prune_magnitude",
+        {"prune.initial_sparsity": 0.9},
+        "config.prune.initial_sparsity must be <= config.prune.sparsity (0.5), got 0.9",
+    ),
+    ("quant_qat:abits=1", {}, "config.quant.activation_bits must be 0 (off) or an integer in"),
+    ("distill_kd:teacher=T,temperature=0", {}, "config.distill.temperature must be in (0, inf)"),
+]
+
+
+@pytest.mark.parametrize(("config_arg", "overrides", "message"), BAD_VALUES)
+def test_config_values_are_checked_naming_the_field(config_arg, overrides, message):
+    from bertjax.train import validation
+
+    module, _, arg = config_arg.partition(":")
+    config = importlib.import_module(f"configs.{module}").get_config(arg)
+    for field, value in overrides.items():
+        block, _, name = field.rpartition(".")
+        (config[block] if block else config)[name] = value
+    with pytest.raises(ValueError) as error:
+        validation.check_config(config)
+    assert str(error.value).startswith(message), str(error.value)

@@ -141,6 +141,7 @@ def test_render_markdown_rows_and_missing_fields(runs):
         "11.35M",
         "45.40",
         "-",  # quantized size
+        "45.40",  # shipped: no sparse or quantized size reported, so the dense one
         "-",  # label loyalty
         "-",  # probability loyalty
         "-",  # teacher r (regression loyalty)
@@ -148,7 +149,7 @@ def test_render_markdown_rows_and_missing_fields(runs):
     ]
     reference = [cell.strip() for cell in cells["rte/finetune_l6 (ref)"]]
     assert reference[5] == "100.0"
-    assert reference[13] == "b1_s128=4.00"
+    assert reference[14] == "b1_s128=4.00"
     mrpc = [cell.strip() for cell in cells["mrpc/finetune_l3 (ref)"]]
     assert mrpc[4] == "f1 0.8500"
     assert mrpc[7] == "-"  # no nonzero_params in that results.json
@@ -219,6 +220,105 @@ def test_quantized_size_and_loyalty_columns(tmp_path):
         .strip("|")
         .split(" | ")
     ]
-    assert row[9:13] == ["58.65", "0.934", "0.934", "-"]
+    assert row[9:14] == ["58.65", "58.65", "0.934", "0.934", "-"]
     stsb = report.render_markdown(report.gather(tmp_path)).splitlines()[3].strip("|").split(" | ")
-    assert [cell.strip() for cell in stsb[10:13]] == ["-", "-", "0.951"]
+    assert [cell.strip() for cell in stsb[11:14]] == ["-", "-", "0.951"]
+
+
+def test_plot_x_is_the_size_each_method_ships(tmp_path):
+    dense = 90_855_944
+    _write(tmp_path, "ref", task="mrpc", method="finetune", metrics={"f1": 0.9}, bytes=dense)
+    _write(
+        tmp_path,
+        "mag70",
+        task="mrpc",
+        method="prune_magnitude",
+        metrics={"f1": 0.85},
+        bytes=dense,
+        sparse_bytes=62_000_000,
+    )
+    _write(
+        tmp_path,
+        "int8",
+        task="mrpc",
+        method="quant_ptq_int8_dynamic",
+        metrics={"f1": 0.89},
+        bytes=23_030_608,  # the stored int8 artifact
+        latency_ms={"b1_s128": 12.0, "b32_s128": 190.0},
+    )
+    _write(
+        tmp_path,
+        "qat",
+        task="mrpc",
+        method="quant_qat_w8a8",
+        metrics={"f1": 0.88},
+        bytes=dense,
+        quantized_bytes=58_650_000,
+        smoke=True,
+    )
+    points, percent, key = report.plot_points(report.gather(tmp_path))
+    by_run = {point["run"]: point for point in points}
+    assert by_run["mag70"]["size_mb"] == 62_000_000 / 1e6
+    assert by_run["int8"]["size_mb"] == 23_030_608 / 1e6
+    assert by_run["qat"]["size_mb"] == 58_650_000 / 1e6
+    assert by_run["ref"]["size_mb"] == dense / 1e6
+    assert percent and by_run["int8"]["y"] == pytest.approx(100 * 0.89 / 0.9)
+    assert key == "b1_s128" and by_run["int8"]["latency_ms"] == 12.0
+    assert by_run["mag70"]["latency_ms"] is None
+    assert [by_run[r]["family"] for r in ("ref", "mag70", "int8")] == [
+        "fine-tuning",
+        "unstructured pruning",
+        "quantization",
+    ]
+    assert by_run["ref"]["reference"] and by_run["ref"]["label"] == "ref (ref)"
+    assert by_run["qat"]["smoke"] and not by_run["int8"]["smoke"]
+    png = report.plot(report.gather(tmp_path), tmp_path / "report.png")  # with a latency panel
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_lone_run_plots_its_metric_not_100_percent(tmp_path):
+    _write(tmp_path, "only", task="rte", method="finetune", metrics={"accuracy": 0.7}, bytes=4e7)
+    points, percent, _ = report.plot_points(report.gather(tmp_path))
+    assert not percent and points[0]["y"] == 0.7
+
+
+def test_smoke_runs_are_marked_and_not_a_default_reference(tmp_path):
+    _write(
+        tmp_path,
+        "big",
+        task="rte",
+        method="finetune",
+        metrics={"accuracy": 0.5},
+        params=9e7,
+        smoke=True,
+    )
+    _write(tmp_path, "real", task="rte", method="finetune", metrics={"accuracy": 0.7}, params=2e7)
+    rows = report.add_reference(report.gather(tmp_path))
+    assert {row["reference_run"] for row in rows} == {"real"}
+    assert "| big (smoke) |" in report.render_markdown(report.gather(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("method", "family"),
+    [
+        ("prune_movement_hard_adam", "unstructured pruning"),
+        ("prune_structured", "structured pruning"),
+        ("layer_drop_top2", "layer dropping"),
+        ("theseus_linear", "distillation"),
+        ("prune_magnitude+bitfit", "unstructured pruning + BitFit"),
+        (None, "other"),
+    ],
+)
+def test_method_family(method, family):
+    assert report.method_family(method) == family
+
+
+def test_labels_at_one_point_do_not_overlap():
+    anchors = [(100.0, 100.0)] * 3 + [(104.0, 101.0)]
+    sizes = [(40.0, 7.0)] * 4
+    offsets = report.label_offsets(anchors, sizes)
+    boxes = [
+        (x + dx, y + dy, x + dx + w, y + dy + h)
+        for (x, y), (dx, dy), (w, h) in zip(anchors, offsets, sizes, strict=True)
+    ]
+    assert not any(report._overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -4,13 +4,16 @@ Meeting point of model, data, optimizer and compression methods.
 A run writes to `workdir`: `config.json`, `checkpoints/` (orbax, resumed
 automatically), `metrics.jsonl`, `tensorboard/`, `results.json` and the final
 model in HF layout under `export/` (stored-int8 models: the int8 artifact, and its
-fp32 copy under `export_fp32/`).
+fp32 copy under `export_fp32/`). Before anything loads, the config is checked
+(`validation`) and so is the workdir (`workdir`: a run of another config is refused,
+a finished run of the same config is skipped). SIGINT / SIGTERM save the current
+step and raise `interrupt.Interrupted`. Progress lines go to stderr.
 """
 
 import dataclasses
 import json
-import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,15 +28,15 @@ from bertjax import models, paths
 from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
 from bertjax.models import layout
-from bertjax.train import calibration, checkpoint, evaluation, steps, writers
+from bertjax.train import calibration, checkpoint, evaluation, steps, validation, writers
+from bertjax.train import interrupt as interrupt_lib
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import teacher as teacher_lib
+from bertjax.train import workdir as workdir_lib
 from bertjax.train.method_config import build_method, method_name
 from bertjax.train.optimizer import make_optimizer
 from bertjax.train.state import TrainState
 from methods.base import Context, Method
-
-log = logging.getLogger(__name__)
 
 
 def build_model(config: ConfigDict, task: tasks.Task):
@@ -153,24 +156,24 @@ class Run:
 
 def create_train_state(config: ConfigDict) -> Run:
     """Model, data, teacher (loaded once), composed method and the initial `TrainState`
-    of `config`: what `train_and_evaluate` runs, and what benchmarks and notebooks reuse."""
+    of `config`: what `train_and_evaluate` runs, and what benchmarks and notebooks reuse.
+    The config's values, the batch sizes and the teacher are checked before the model loads."""
+    validation.check_config(config)
     task = tasks.get_task(config.task)
+    mesh = mesh_lib.make_mesh()
+    for field in ("batch_size", "eval_batch_size"):
+        mesh_lib.check_batch_size(config.train[field], mesh, f"config.train.{field}")
+    teacher, teacher_params = teacher_lib.load_teacher(config, task, mesh)
     model, params, tok, tokenizer_source = build_model(config, task)
     train_data, eval_data = load_data(config, task, tok)
     if len(train_data) == 0:
         raise ValueError(f"task {task.name}: the training split is empty")
-    mesh = mesh_lib.make_mesh()
-    for size in (config.train.batch_size, config.train.eval_batch_size):
-        mesh_lib.check_batch_size(size, mesh)
     steps_per_epoch = pipeline.num_train_batches(train_data, config.train.batch_size)
-    if config.train.num_epochs < 0:
-        raise ValueError(f"train.num_epochs must be >= 0, got {config.train.num_epochs}")
     # 0 epochs: no training (post-training quantization); schedules still span one step.
     total_steps = math.ceil(config.train.num_epochs * steps_per_epoch)
     config, calibration_report = calibration.resolve_layer_drop(
         config, model, params, train_data, mesh
     )
-    teacher, teacher_params = teacher_lib.load_teacher(config, task, mesh)
     context = Context(
         total_steps=max(total_steps, 1),
         model=model.config,
@@ -200,10 +203,58 @@ def create_train_state(config: ConfigDict) -> Run:
     )
 
 
-def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
-    """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results."""
+def say(line: str) -> None:
+    """A progress line for people, on stderr (stdout keeps the CLI's final result line)."""
+    print(f"bertjax: {line}", file=sys.stderr, flush=True)
+
+
+def _plural(count: float, noun: str) -> str:
+    return f"{count:g} {noun}" + "s" * (count != 1)
+
+
+def startup_summary(run: Run, workdir: Path, start_step: int) -> str:
+    """One line on what a run is about to do: data, steps, devices, method, resume state."""
+    config = run.config
+    devices = _plural(run.mesh.size, f"{run.mesh.devices.flat[0].platform} device")
+    if not run.total_steps:
+        plan = "no training steps (evaluation only)"
+    else:
+        plan = (
+            f"{run.total_steps} steps ({_plural(config.train.num_epochs, 'epoch')} of "
+            f"{run.steps_per_epoch} batches of {config.train.batch_size})"
+        )
+    resume = f"resuming from step {start_step}" if start_step else "new run"
+    return (
+        f"{run.task.name}, model {config.model.name}, method {method_name(run.method)}: "
+        f"{len(run.train_data)} train / {len(run.eval_data)} eval examples, {plan}, "
+        f"on {devices}; {resume} in {workdir}" + (" [smoke run]" if config.get("smoke") else "")
+    )
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bool = False) -> dict:
+    """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results.
+
+    A workdir holding a run of another config is refused (ValueError) unless
+    `overwrite`, which removes that run's outputs first; a finished run of the same
+    config is not run again (its results are returned). SIGINT / SIGTERM during
+    training save the current step and raise `interrupt.Interrupted`.
+    """
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
+    report = say if is_main else lambda line: None
+    validation.check_config(config)
+    finished = workdir_lib.prepare(workdir, config, overwrite=overwrite)
+    if finished is not None:
+        report(f"{workdir} holds this run, finished (results.json): nothing to do")
+        return finished
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    start_step = manager.latest_step() or 0
+    report(
+        f"{config.task}, model {config.model.name}: loading model and data"
+        + (f" to resume from step {start_step}" if start_step else "")
+    )
     run = create_train_state(config)
     config, task, model, method, mesh = run.config, run.task, run.model, run.method, run.mesh
     train_data, eval_data, state = run.train_data, run.eval_data, run.state
@@ -211,19 +262,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     total_steps, steps_per_epoch = run.total_steps, run.steps_per_epoch
     distilling = config.get("distill") is not None
     cache_teacher = teacher_lib.check_cacheable(config, method.intermediates)
+    report(startup_summary(run, workdir, start_step))
 
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     fresh = manager.latest_step() is None  # a resumed run restores its calibrated state
     state = checkpoint.restore_latest(manager, state)
     start_step = int(jax.device_get(state.step))
+    if start_step:
+        report(f"resumed from step {start_step}")
     writer = writers.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
     previous = [r for r in writers.read_jsonl(writer.path) if "elapsed_seconds" in r]
     elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
-    if start_step:
-        log.info("resuming %s from step %d", workdir, start_step)
 
     if cache_teacher:
         teacher_logits = teacher_lib.cached_logits(
@@ -237,81 +287,97 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
     )
     step_extra = (teacher_params,) if distilling and not cache_teacher else ()
     eval_step = steps.make_eval_step(model, method=method)
-    if fresh and method.calibration_batches:
-        state = calibration.calibrate(
-            model,
-            method,
-            state,
-            train_data,
-            config.train.batch_size,
-            config.train.seed,
-            mesh,
-            desc=f"{task.name} calibrate",
+    with interrupt_lib.deferred_signals() as stop:
+        if fresh and method.calibration_batches:
+            state = calibration.calibrate(
+                model,
+                method,
+                state,
+                train_data,
+                config.train.batch_size,
+                config.train.seed,
+                mesh,
+                desc=f"{task.name} calibrate",
+                disable=not is_main,
+            )
+            checkpoint.save(manager, state, force=True)  # so that a rerun does not recalibrate
+        if stop:
+            manager.wait_until_finished()
+            raise interrupt_lib.Interrupted(start_step, stop.signum)
+        if start_step < total_steps:
+            report("compiling the train step (the first step takes longest)")
+        bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc=f"{task.name} train",
             disable=not is_main,
+            dynamic_ncols=True,
+            mininterval=2.0,
+            file=sys.stderr,
         )
-        checkpoint.save(manager, state, force=True)  # so that a rerun does not recalibrate
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc=f"{task.name} train",
-        disable=not is_main,
-        dynamic_ncols=True,
-        mininterval=2.0,
-    )
-    history, window_examples, window_start = [], 0.0, time.perf_counter()
-    eval_metrics: dict[str, float] = {}
-    eval_logits = None
-    step = start_step
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        for batch in pipeline.train_batches(
-            train_data, config.train.batch_size, config.train.seed, epoch, start_batch=offset
-        ):
-            index = batch.pop("index")
-            if cache_teacher:  # padding rows (index -1) get some row; their weight is 0
-                batch["teacher_logits"] = teacher_logits[index]
-            state, values = train_step(state, mesh_lib.shard_batch(batch, mesh), *step_extra)
-            step += 1
-            history.append((step, values))
-            window_examples += float(batch["weights"].sum())
-            bar.update(1)
-            end_of_epoch = step % steps_per_epoch == 0
-            if step % config.train.log_every_steps == 0 or step == total_steps or end_of_epoch:
-                history = jax.device_get(history)
-                _check_finite(history)
-                seconds = time.perf_counter() - window_start
-                elapsed += seconds
-                rate = window_examples / max(seconds, 1e-9)
-                last = history[-1][1]
-                writer.write(
-                    step,
-                    **_loggable(last),
-                    examples_per_second=rate,
-                    elapsed_seconds=elapsed,
-                    epoch=step / steps_per_epoch,
-                )
-                bar.set_postfix(loss=f"{float(last['loss']):.4f}", ex_s=f"{rate:.1f}")
-                history, window_examples, window_start = [], 0.0, time.perf_counter()
-            if step % config.checkpoint.every_steps == 0 or step == total_steps:
-                checkpoint.save(manager, state, force=step == total_steps)
-            epoch_done = step // steps_per_epoch
-            if (
-                end_of_epoch
-                and epoch_done % config.train.eval_every_epochs == 0
-                or step == total_steps
+        history, window_examples, window_start = [], 0.0, time.perf_counter()
+        eval_metrics: dict[str, float] = {}
+        eval_logits = None
+        step = start_step
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for batch in pipeline.train_batches(
+                train_data, config.train.batch_size, config.train.seed, epoch, start_batch=offset
             ):
-                eval_start = time.perf_counter()
-                eval_metrics, eval_logits = evaluation.evaluate(
-                    eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
-                )
-                writer.write(step, prefix="eval_", **eval_metrics)
-                tqdm.write(
-                    f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())
-                )
-                window_start += time.perf_counter() - eval_start
-            if step >= total_steps:
-                break
-    bar.close()
+                index = batch.pop("index")
+                if cache_teacher:  # padding rows (index -1) get some row; their weight is 0
+                    batch["teacher_logits"] = teacher_logits[index]
+                state, values = train_step(state, mesh_lib.shard_batch(batch, mesh), *step_extra)
+                step += 1
+                history.append((step, values))
+                window_examples += float(batch["weights"].sum())
+                bar.update(1)
+                end_of_epoch = step % steps_per_epoch == 0
+                log_now = step % config.train.log_every_steps == 0 or step == total_steps
+                if log_now or end_of_epoch or (stop and history):
+                    history = jax.device_get(history)
+                    _check_finite(history)
+                    seconds = time.perf_counter() - window_start
+                    elapsed += seconds
+                    rate = window_examples / max(seconds, 1e-9)
+                    last = history[-1][1]
+                    writer.write(
+                        step,
+                        **_loggable(last),
+                        examples_per_second=rate,
+                        elapsed_seconds=elapsed,
+                        epoch=step / steps_per_epoch,
+                    )
+                    bar.set_postfix(loss=f"{float(last['loss']):.4f}", ex_s=f"{rate:.1f}")
+                    history, window_examples, window_start = [], 0.0, time.perf_counter()
+                if step % config.checkpoint.every_steps == 0 or step == total_steps or stop:
+                    checkpoint.save(manager, state, force=step == total_steps or bool(stop))
+                if stop:
+                    bar.close()
+                    manager.wait_until_finished()
+                    writer.close()
+                    raise interrupt_lib.Interrupted(step, stop.signum)
+                epoch_done = step // steps_per_epoch
+                if (
+                    end_of_epoch
+                    and epoch_done % config.train.eval_every_epochs == 0
+                    or step == total_steps
+                ):
+                    eval_start = time.perf_counter()
+                    eval_metrics, eval_logits = evaluation.evaluate(
+                        eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
+                    )
+                    writer.write(step, prefix="eval_", **eval_metrics)
+                    if step < total_steps:  # the final metrics are the run's last line
+                        bar.write(
+                            f"step {step}: "
+                            + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
+                            file=sys.stderr,
+                        )
+                    window_start += time.perf_counter() - eval_start
+                if step >= total_steps:
+                    break
+        bar.close()
     manager.wait_until_finished()
     if not eval_metrics:  # resumed after the last step: evaluate the restored model
         eval_metrics, eval_logits = evaluation.evaluate(
@@ -333,6 +399,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path) -> dict:
         "method": method_name(method),
         "metrics": eval_metrics,
         "main_metric": task.main_metric,
+        "smoke": bool(config.get("smoke", False)),
         **model_size(final_params),
         **method.report(jax.device_get(state.params), jax.device_get(state.method_state)),
         **run.calibration_report,

@@ -25,9 +25,10 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch size") -> None:
+    """A ValueError naming `name` unless `batch_size` splits evenly over the devices."""
     if batch_size % mesh.size:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices")
+        raise ValueError(f"{name} {batch_size} is not divisible by the {mesh.size} devices")
 
 
 def process_rows(batch: dict[str, np.ndarray], index: int, count: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from bertjax import models
+from bertjax import models, paths
 from bertjax.data import tasks
 from bertjax.train import loyalty, steps
 from bertjax.train import mesh as mesh_lib
@@ -29,9 +29,17 @@ def load_teacher(config: ConfigDict, task, mesh):
         if config.get("distill") is not None:
             raise ValueError("config.distill needs config.teacher (a fine-tuned model directory)")
         return None, None
+    try:
+        directory = models.resolve(config.teacher)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"teacher {config.teacher!r}: not a directory, not in $BERTJAX_MODELS "
+            f"({paths.models_root()}), nor on the hub; a teacher is a fine-tuned model "
+            "(e.g. a finetune run's export/)"
+        ) from None
     head = "regression" if task.is_regression else "classification"
     teacher, params = models.load_pretrained(
-        config.teacher, head=head, num_labels=tasks.num_labels(task)
+        directory, head=head, num_labels=tasks.num_labels(task)
     )
     return teacher, mesh_lib.replicate(params, mesh)
 

@@ -67,9 +67,11 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink)
         loyalty.probability_loyalty(student_logits, teacher_logits), abs=1e-5
     )
     assert results["probability_loyalty"] < 1.0  # half the weights gone: not the teacher
-    # The teacher is perfectly loyal to itself (its finished run is re-evaluated on resume).
-    teacher.teacher = config.teacher
-    again = loop.train_and_evaluate(teacher, tmp_path / "teacher")
+    # The teacher is perfectly loyal to itself: its export, evaluated without training.
+    itself = config_with(0.0)
+    itself.model.name = itself.teacher = config.teacher
+    itself.train.num_epochs, itself.export = 0, False
+    again = loop.train_and_evaluate(itself, tmp_path / "itself")
     assert again["label_loyalty"] == 1.0
     assert again["probability_loyalty"] == pytest.approx(1.0, abs=1e-6)
 
