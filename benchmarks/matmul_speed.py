@@ -1,4 +1,4 @@
-"""BERT-sized matmuls on this CPU: XLA fp32 vs PyTorch fp32 vs XLA int8, side by side.
+"""BERT-sized matmuls on this CPU: XLA fp32, bf16 and int8 vs PyTorch, side by side.
 
 Rows are [B*T, K] x [K, N] products of MiniLM-L6 (hidden 384, FFN 1536) at
 batch 32 x seq 128 = 4,096 tokens. Candidates, timed round-robin
@@ -9,6 +9,9 @@ batch 32 x seq 128 = 4,096 tokens. Candidates, timed round-robin
                  (the kernel alone)
   jax int8 dyn   `methods.quant.int8_dot_general` from fp32 operands: quantize
                  both, int8 product, rescale (what the model's int8 path runs)
+  jax bf16       bf16 x bf16 -> f32 on pre-cast operands (`preferred_element_type`)
+  jax bf16 out   bf16 x bf16 -> bf16 (what a model in `dtype=bfloat16` would run)
+  torch bf16     `torch.matmul` of bf16 tensors
 The ratio columns are speed-ups of the first named over the second
 (e.g. 0.9x: jax fp32 takes 1/0.9 the time of torch fp32). Before timing, the
 int8 product is checked exact against NumPy int64 and jax fp32 against torch
@@ -53,11 +56,20 @@ def candidates(tokens: int, k: int, n: int, seed: int = 0) -> dict:
     ours, theirs = np.asarray(fp32(xj, wj)), torch.matmul(xt, wt).numpy()
     if np.abs(ours - theirs).max() > 1e-4 * np.abs(theirs).max():
         raise SystemExit(f"jax and torch fp32 disagree on {k}x{n}")
+    xb, wb = xj.astype(jnp.bfloat16), wj.astype(jnp.bfloat16)
+    bf16 = jax.jit(
+        lambda a, b: jax.lax.dot_general(a, b, MATMUL, preferred_element_type=jnp.float32)
+    )
+    bf16_out = jax.jit(lambda a, b: a @ b)
+    xtb, wtb = xt.bfloat16(), wt.bfloat16()
     return {
         "jax fp32": lambda: fp32(xj, wj),
         "torch fp32": lambda: torch.matmul(xt, wt),
         "jax int8": lambda: int8(xij, wij),
         "jax int8 dyn": lambda: dyn(xj, wj),
+        "jax bf16": lambda: bf16(xb, wb),
+        "jax bf16 out": lambda: bf16_out(xb, wb),
+        "torch bf16": lambda: torch.matmul(xtb, wtb),
     }
 
 
@@ -67,16 +79,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    names = ("jax fp32", "torch fp32", "jax int8", "jax int8 dyn")
+    names = (
+        "jax fp32", "torch fp32", "jax int8", "jax int8 dyn", "jax bf16", "jax bf16 out",
+        "torch bf16",
+    )  # fmt: skip
     print(f"{args.tokens} tokens, best of {args.repeats} interleaved calls, ms (GMAC/s)")
-    print("| matmul | " + " | ".join(names) + " | jax fp32 vs torch | int8 dyn vs jax fp32 |")
-    print("|---|" + "---:|" * (len(names) + 2))
+    print(
+        "| matmul | " + " | ".join(names) + " | jax fp32 vs torch | int8 dyn vs jax fp32 "
+        "| jax bf16 vs jax fp32 |"
+    )
+    print("|---|" + "---:|" * (len(names) + 3))
     for label, (k, n) in SHAPES.items():
         times = bench.interleave(candidates(args.tokens, k, n), warmup=2, repeats=args.repeats)
         best = {name: 1e3 * min(times[name]) for name in names}
         cells = [f"{best[m]:.2f} ({args.tokens * k * n / best[m] / 1e6:.0f})" for m in names]
         ratios = f"{best['torch fp32'] / best['jax fp32']:.2f}x | "
-        ratios += f"{best['jax fp32'] / best['jax int8 dyn']:.2f}x"
+        ratios += f"{best['jax fp32'] / best['jax int8 dyn']:.2f}x | "
+        ratios += f"{best['jax fp32'] / best['jax bf16']:.2f}x"
         print(f"| {label} | " + " | ".join(cells) + f" | {ratios} |")
 
 

@@ -12,6 +12,11 @@ cores every worker is pinned to the first `--threads` cores):
   ort-int8      ONNX Runtime on `quantize_dynamic(..., weight_type=QInt8)` of that file
   bertjax-fp32  jitted `model.apply({"params": params}, ids, mask, types)`
   bertjax-int8  the same with every matmul in int8 (`bertjax_forward` builds both)
+  bertjax-int8-stored  kernels and embeddings quantized once to stored int8 (W8A8:
+                activations quantized per token, int8 x int8 -> int32)
+  bertjax-bf16  fp32 weights, every matmul in bfloat16 with float32 accumulation
+  bertjax-int8-bf16  stored int8 weights, bf16 activations (W8A16, `Interventions(
+                matmul=BFLOAT16)`): the int8 artifact at bf16 speed
 
 Timing: all workers warm up on a fixed random batch [B, --seq] (full attention
 mask), then in each of `--rounds` rounds and at each batch size every backend,
@@ -58,6 +63,8 @@ BACKENDS = (
     "bertjax-fp32",
     "bertjax-int8",
     "bertjax-int8-stored",
+    "bertjax-bf16",
+    "bertjax-int8-bf16",
 )
 BASELINE = "torch-fp32"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -213,7 +220,7 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
 
     from bertjax import models
     from bertjax.bench.latency import model_size
-    from bertjax.models.interventions import Interventions
+    from bertjax.models.interventions import BFLOAT16, Interventions
 
     if variant == "int8":
         from methods.quant import INT8_PRODUCTS
@@ -221,12 +228,14 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
         interventions = Interventions(matmul=INT8_PRODUCTS)
     elif variant in ("fp32", "int8-stored"):
         interventions = None
+    elif variant in ("bf16", "int8-bf16"):
+        interventions = Interventions(matmul=BFLOAT16)
     else:
         raise ValueError(f"unknown bertjax variant {variant!r}")
     head = sequence_head(export_dir)
     model, params = models.load_pretrained(export_dir, head=head)
     size = file_bytes(weight_files(export_dir))
-    if variant == "int8-stored":
+    if variant in ("int8-stored", "int8-bf16"):
         from methods.quant.storage import quantize_params
 
         params = jax.device_get(jax.jit(quantize_params)(params))

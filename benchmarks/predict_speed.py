@@ -90,13 +90,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     texts = [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
     directory = bench.checkpoint_dir(args.export_dir)
 
-    predictor = Predictor(
-        directory, task=task, max_seq_length=args.max_seq_length, batch_size=args.batch
-    ).warmup()
-    compiled = predictor.compilations
-    candidates = {"bertjax Predictor": lambda: predictor.predict(texts).logits}
-    padded = {"bertjax Predictor": predictor_padded_tokens(predictor, texts)}
-    padding_names = {"bertjax Predictor": f"sorted, buckets {list(predictor.buckets)}"}
+    predictors = {
+        compute: Predictor(
+            directory,
+            task=task,
+            max_seq_length=args.max_seq_length,
+            batch_size=args.batch,
+            compute=compute,
+        ).warmup()
+        for compute in args.compute
+    }
+    compiled = {compute: p.compilations for compute, p in predictors.items()}
+    candidates, padded, padding_names = {}, {}, {}
+    for compute, predictor in predictors.items():
+        name = "bertjax Predictor" + ("" if compute == "fp32" else f" ({compute})")
+        candidates[name] = lambda p=predictor: p.predict(texts).logits
+        padded[name] = predictor_padded_tokens(predictor, texts)
+        padding_names[name] = f"sorted, buckets {list(predictor.buckets)}"
+    predictor = predictors[args.compute[0]]
     for padding in args.torch_padding:
         name = f"torch loop ({padding})"
         width = "batch's longest" if padding == "longest" else str(args.max_seq_length)
@@ -108,8 +119,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     times = bench.interleave(candidates, warmup=1, repeats=args.repeats)
     load_after = os.getloadavg()
-    if predictor.compilations != compiled:
-        raise RuntimeError(f"the predictor recompiled while timed ({predictor.compilations})")
+    for compute, p in predictors.items():
+        if p.compilations != compiled[compute]:
+            raise RuntimeError(f"the {compute} predictor recompiled while timed")
 
     ours = predictor.predict(texts).logits
     rows = []
@@ -140,7 +152,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "repeats": args.repeats,
             "torch_threads": args.threads,
             "cores": len(os.sched_getaffinity(0)),
-            "compilations": compiled,
+            "compilations": compiled[args.compute[0]],
             "load_average_before": load_before,
             "load_average_after": load_after,
             "device": str(jax.devices()[0].device_kind),
@@ -158,7 +170,7 @@ def print_report(result: dict[str, Any]) -> None:
     setup, rows = result["setup"], result["rows"]
     print(
         f"{setup['task']} {setup['split']}: {setup['examples']} examples, batch {setup['batch']}, "
-        f"max length {setup['max_seq_length']}, fp32 on {setup['device']} "
+        f"max length {setup['max_seq_length']}, on {setup['device']} "
         f"({setup['cores']} cores, torch threads {setup['torch_threads']}); "
         f"best/median of {setup['repeats']} interleaved passes after 1 warm-up"
     )
@@ -189,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--limit", type=int, default=0, help="first N examples; 0: all")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument(
+        "--compute", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+        help="one Predictor per arithmetic; differences are against the first",
+    )  # fmt: skip
     parser.add_argument(
         "--torch-padding",
         nargs="+",

@@ -30,6 +30,10 @@ FLAG_SETS = {
     "xnn-fusions": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
     "ynn-fusions": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
     "xnn-graph-greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "ynn-off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "ynn-dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "xnnpack-off": "--xla_cpu_use_xnnpack=false",
+    "concurrency-scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
     "fast-math": "--xla_cpu_enable_fast_math=true",
     "vector-512": "--xla_cpu_prefer_vector_width=512",
 }

@@ -47,6 +47,11 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.data.eval_limit = 0
     config.data.eval_split = ""  # empty means the task's dev split
 
+    # Matmul arithmetic of every forward and backward (methods/precision.py): "fp32", or
+    # "bf16" (bfloat16 operands, float32 accumulation and master weights).
+    config.precision = ml_collections.ConfigDict()
+    config.precision.compute = "fp32"
+
     config.train = ml_collections.ConfigDict()
     config.train.num_epochs = 3.0
     config.train.batch_size = 32

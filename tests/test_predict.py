@@ -169,6 +169,8 @@ def test_bad_inputs_are_clear_errors(exports, predictor_of, teacher_dir):
         predict.Predictor(sst2, max_seq_length=64, buckets=(16, 32))
     with pytest.raises(ValueError, match="ascending"):
         predict.Predictor(sst2, max_seq_length=64, buckets=(64, 32))
+    with pytest.raises(ValueError, match="unknown compute 'fp16'; known: fp32, bf16"):
+        predict.Predictor(sst2, compute="fp16")
     predictor = predictor_of("sst2", None)
     with pytest.raises(TypeError, match="not a single string"):
         predictor.predict("a film")

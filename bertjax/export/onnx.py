@@ -36,6 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bertjax import models
+from bertjax.models.interventions import SEPARATE_PRODUCTS, Interventions
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Parity a fp32 export must reach against bertjax (max |diff| of every output).
@@ -114,7 +115,8 @@ def export_onnx(
 
     `batch` / `seq` fix that axis of the inputs; None (default) leaves it
     dynamic (named `batch` / `sequence` in the graph). The params become
-    initializers of the graph.
+    initializers of the graph, each Dense kernel the weight of one MatMul (q, k and v
+    unfused, `SEPARATE_PRODUCTS`), as ONNX Runtime's int8 quantizer needs.
     """
     import jax2onnx
 
@@ -122,7 +124,13 @@ def export_onnx(
     params = jax.tree_util.tree_map(jnp.asarray, params)
 
     def forward(input_ids, attention_mask, token_type_ids):
-        outputs, _ = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+        outputs, _ = model.apply(
+            {"params": params},
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            interventions=Interventions(matmul=SEPARATE_PRODUCTS),
+        )
         return tuple(outputs[name] for name in names)
 
     shape = jax.export.symbolic_shape(f"{batch or 'batch'}, {seq or 'sequence'}")

@@ -19,8 +19,9 @@ mutable `quant_stats` collection (apply with `mutable=["quant_stats"]`).
 
 Stored int8 (`methods/quant/storage.py`): a Dense `kernel` or an `embedding` table
 may be a dict `{"qvalue": int8, "scale": float32[, "input_scale"]}` instead of an
-array; `Dense` then multiplies in int8 (int32 accumulation) and `Embed` dequantizes
-the rows it gathers. Float params run exactly as before.
+array; `Dense` then multiplies as the matmul intervention says (`Matmul.stored_int8`:
+int8 x int8 by default, bf16 weight-only with `BFLOAT16`) and `Embed` dequantizes the
+rows it gathers. Float params run exactly as before.
 """
 
 from collections.abc import Sequence
@@ -40,12 +41,15 @@ from bertjax.models.interventions import (
     STATS,
     Interventions,
     dot_general_of,
+    matmul_of,
 )
 
 Array = jax.Array
 COLLECTABLE = ("embeddings", "hidden", "attn_scores", "attn_probs", "ffn_act")
-
+QKV = ("query", "key", "value")
 _ACTIVATIONS = {
+    # jax.nn.gelu's erfc form. HF's erf form is ~2.5x cheaper on its own but changes how
+    # XLA:CPU fuses the FFN: 0.89x the fp32 forward at batch 32, 1.05x the bf16 one.
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -109,37 +113,11 @@ def _stored_int8(module: nn.Module, name: str) -> dict | None:
     return None
 
 
-def _quantize_rows(x: Array, input_scale: Array | None) -> tuple[Array, Array]:
-    """`(x_int8, scale)` with x ~= x_int8 * scale on the symmetric int8 grid [-127, 127]:
-    one scale per row (token) from its absolute maximum, as `int8_dot_general`'s left
-    operand, or the static (calibrated) per-tensor `input_scale`, clipping beyond it."""
-    x = x.astype(jnp.float32)
-    if input_scale is None:
-        absmax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
-        scale = jnp.maximum(absmax / 127, jnp.finfo(jnp.float32).tiny)
-    else:
-        scale = jnp.asarray(input_scale, jnp.float32).reshape((1,) * x.ndim)
-    return jnp.clip(jnp.round(x / scale), -127, 127).astype(jnp.int8), scale
-
-
-def int8_dense(x: Array, kernel: dict) -> Array:
-    """`x @ kernel` for a stored-int8 kernel `{qvalue [in, out], scale [out][, input_scale]}`:
-    x quantized (dynamically per token, or statically by `input_scale`), int8 x int8
-    with int32 accumulation, rescaled by the outer product of the scales; float32."""
-    x_q, x_scale = _quantize_rows(x, kernel.get(convert.INPUT_SCALE))
-    acc = jax.lax.dot_general(
-        x_q, kernel[convert.QVALUE], (((x.ndim - 1,), (0,)), ((), ())),
-        preferred_element_type=jnp.int32,
-    )  # fmt: skip
-    w_scale = jnp.asarray(kernel[convert.SCALE], jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
-    return acc.astype(jnp.float32) * (x_scale * w_scale)
-
-
 class Dense(nn.Module):
     """`nn.Dense` (same params, same arithmetic) whose matmul the interventions set.
 
-    A stored-int8 kernel (see the module doc) runs as `int8_dense` whatever the matmul
-    intervention's product (the operand intervention still sees the input)."""
+    A stored-int8 kernel (see the module doc) runs as the matmul intervention's
+    `stored_int8` product (`models/int8.py`; the operand intervention still sees the input)."""
 
     features: int
     dtype: Any = jnp.float32
@@ -155,7 +133,7 @@ class Dense(nn.Module):
                 raise ValueError(f"{'/'.join(self.path)}: int8 kernel {shape} for input {x.shape}")
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             x = operand(self, x, DENSE_SITE, interventions)
-            y = int8_dense(x, stored).astype(self.dtype)
+            y = matmul_of(interventions).stored_int8(x, stored).astype(self.dtype)
             return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,)).astype(self.dtype)
         kernel = self.param(
             "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
@@ -236,6 +214,10 @@ class SelfAttention(BertModule):
     """HF `attention.self`: query/key/value projections and scaled dot-product attention.
 
     Reads `interventions.head_mask` (this layer's [N]) and `interventions.matmul`.
+    When the matmul intervention allows (`fusable_projections`), q, k and v come from
+    one product with the three kernels side by side (params keep HF's names; the
+    kernels are concatenated per call). Same outputs; measured ~1.03-1.10x at batch 1,
+    neutral at batch 32 (benchmarks/RESULTS.md).
     """
 
     @nn.compact
@@ -245,14 +227,17 @@ class SelfAttention(BertModule):
         b, t, _ = x.shape
         n, d = cfg.heads_in_layer(self.layer), cfg.head_dim
 
-        def project(name):
-            y = dense(self, n * d, name)(x, interventions)
+        def heads(y):
             return y.reshape(b, t, n, d).transpose(0, 2, 1, 3)  # [B, N, T, D]
 
         def site(value, name):
             return operand(self, value, name, interventions)
 
-        q, k, v = project("query"), project("key"), project("value")
+        fused = None if self.is_initializing() else self.fused_projections(x, interventions)
+        if fused is None:
+            q, k, v = (heads(dense(self, n * d, name)(x, interventions)) for name in QKV)
+        else:
+            q, k, v = (heads(y) for y in jnp.split(fused, 3, axis=-1))
         scores = dot(
             site(q, "qk_query"), site(k, "qk_key"), (((3,), (3,)), ((0, 1), (0, 1)))
         ) / jnp.sqrt(d).astype(q.dtype)
@@ -267,6 +252,33 @@ class SelfAttention(BertModule):
         )  # [B, N, T, D]
         context = context.transpose(0, 2, 1, 3).reshape(b, t, n * d)
         return context, scores, probs
+
+    def fused_projections(self, x, interventions: Interventions) -> Array | None:
+        """`x @ [Wq Wk Wv] + [bq bk bv]` [B, T, 3 N D] as one product, or None where the
+        three cannot share one: an intervention that sees each Dense's input (quantizer
+        statistics per site), mixed float/int8 kernels, or per-site static input scales."""
+        if not matmul_of(interventions).fusable_projections:
+            return None
+        params = self.variables.get("params", {})
+        if not all(name in params for name in QKV):
+            return None
+        kernels = [params[name]["kernel"] for name in QKV]
+        bias = jnp.concatenate([params[name]["bias"] for name in QKV]).astype(self.dtype)
+        stored = [convert.is_quantized(kernel) for kernel in kernels]
+        if all(stored):
+            if any(convert.INPUT_SCALE in kernel for kernel in kernels):
+                return None
+            kernel = {
+                key: jnp.concatenate([k[key] for k in kernels], axis=-1)
+                for key in (convert.QVALUE, convert.SCALE)
+            }
+            y = matmul_of(interventions).stored_int8(x, kernel).astype(self.dtype)
+            return y + bias
+        if any(stored):
+            return None
+        x, kernel = promote_dtype(x, jnp.concatenate(kernels, axis=-1), dtype=self.dtype)
+        y = dot_general_of(interventions)(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        return y + bias
 
 
 class DenseResidualNorm(BertModule):

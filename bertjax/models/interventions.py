@@ -13,7 +13,8 @@ Fields (all optional; `None` = the plain BERT forward):
                        and, per module, whether its successor runs (`nn.cond`)
   matmul    Matmul     how every matmul runs: each Dense layer and both attention
                        products call `matmul.operand` on their activation operands and
-                       `matmul.dot_general` for the product (quantization)
+                       `matmul.dot_general` for the product (quantization, bf16);
+                       a Dense with a stored-int8 kernel calls `matmul.stored_int8`
 
 Statistics: when `matmul.operand` returns a statistic for an operand, the
 module stores it in the mutable Flax collection `quant_stats` under its own
@@ -32,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from bertjax.models import bfloat16, int8
+
 Array = jax.Array
 STATS = "quant_stats"  # the Flax collection activation statistics are written to
 # Operand sites: the input of every Dense; q, k of the q.k product, probs, v of probs.v.
@@ -47,11 +50,62 @@ class Matmul:
     `dot_general` computes the product (a `jax.lax.dot_general` replacement).
     """
 
+    # True when `operand` ignores its site, so that products sharing an input (q, k, v)
+    # may run as one; interventions that record or quantize per site leave it False.
+    fusable_projections: bool = False
+
     def operand(self, x: Array, site: str) -> tuple[Array, Any]:
         return x, None
 
     def dot_general(self, lhs, rhs, dimension_numbers, precision=None, **kwargs):
         return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, **kwargs)
+
+    def stored_int8(self, x: Array, kernel: dict) -> Array:
+        """`x @ kernel` for a Dense whose kernel is stored in int8: W8A8 (`int8_dense`)."""
+        return int8.int8_dense(x, kernel)
+
+
+class Float32(Matmul):
+    """The plain float32 forward (what the model does with no matmul intervention)."""
+
+    fusable_projections = True
+
+
+class Bfloat16(Matmul):
+    """bfloat16 matmuls: both operands of every product cast to bfloat16,
+    float32 accumulation and output (LayerNorm, softmax, GELU and residuals stay
+    float32); a stored-int8 kernel runs weight-only (W8A16, `int8.weight_only_dense`).
+    In training the Dense products' backward runs in bfloat16 too (`models/bfloat16.py`),
+    with float32 params and gradients: mixed-precision training.
+
+    On CPUs with AVX-512 BF16 or AMX the product runs at ~2x float32 (measured in
+    benchmarks/RESULTS.md); outputs differ from float32 by bf16 rounding of the
+    operands (relative ~1e-3). Use `Interventions(matmul=BFLOAT16)`.
+    """
+
+    fusable_projections = True
+
+    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, **kwargs):
+        return bfloat16.dot_general(lhs, rhs, dimension_numbers)
+
+    def stored_int8(self, x: Array, kernel: dict) -> Array:
+        return int8.weight_only_dense(x, kernel)
+
+
+DEFAULT_MATMUL = Float32()
+BFLOAT16 = Bfloat16()
+# Float32 with q, k and v as three products: one weight per product (the ONNX export, so
+# that ONNX Runtime's quantizer finds every weight as a MatMul initializer).
+SEPARATE_PRODUCTS = Matmul()
+# Arithmetics by name (`Predictor(compute=...)`, `--compute`, `config.precision.compute`).
+COMPUTE = {"fp32": DEFAULT_MATMUL, "bf16": BFLOAT16}
+
+
+def compute_interventions(compute: str) -> "Interventions":
+    """`Interventions(matmul=COMPUTE[compute])`; a clear error for an unknown name."""
+    if compute not in COMPUTE:
+        raise ValueError(f"unknown compute {compute!r}; known: {', '.join(COMPUTE)}")
+    return Interventions(matmul=COMPUTE[compute])
 
 
 @struct.dataclass
@@ -106,6 +160,12 @@ class Interventions:
 
 
 NONE = Interventions()
+
+
+def matmul_of(interventions: Interventions | None) -> Matmul:
+    """The matmul intervention in effect (`DEFAULT_MATMUL` when none is set)."""
+    matmul = interventions.matmul if interventions is not None else None
+    return DEFAULT_MATMUL if matmul is None else matmul
 
 
 def dot_general_of(interventions: Interventions | None) -> Callable:

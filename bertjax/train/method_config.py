@@ -1,9 +1,10 @@
 """Compression methods from a run's config: a registry of config blocks.
 
 Each block (`config.prune`, `config.structured`, `config.quant`, `config.distill`,
-`config.theseus`, `config.bitfit`, `config.layer_drop`) is read by its method's
-own `from_config` with the block's field names; a block that is absent (or
-None) means that method is off. `config.method_order` lists the blocks in the
+`config.theseus`, `config.bitfit`, `config.layer_drop`, `config.precision`) is read
+by its method's own `from_config` with the block's field names; a block that is absent (or
+None), or whose `from_config` returns None (`precision.compute="fp32"`), means that
+method is off. `config.method_order` lists the blocks in the
 order `compose` applies them; Theseus comes before quantization (its successor
 layers must exist when activation sites are enumerated), layer dropping comes last
 because its `finalize` renumbers layers. results.json's `method` is the composed method's
@@ -16,10 +17,13 @@ from methods import distill, pruning, quant
 from methods.base import Context, Method, compose
 from methods.bitfit import BitFit
 from methods.distill.theseus import ModuleReplacing
+from methods.precision import Precision
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
 
-DEFAULT_ORDER = ("prune", "structured", "theseus", "quant", "distill", "bitfit", "layer_drop")
+DEFAULT_ORDER = (
+    "prune", "structured", "theseus", "quant", "distill", "bitfit", "layer_drop", "precision"
+)  # fmt: skip
 
 REGISTRY = {
     "prune": pruning.from_config,
@@ -29,6 +33,7 @@ REGISTRY = {
     "theseus": ModuleReplacing.from_config,
     "bitfit": BitFit.from_config,
     "layer_drop": LayerDrop.from_config,
+    "precision": Precision.from_config,
 }
 
 
@@ -38,9 +43,10 @@ def build_method(config: ConfigDict, context: Context) -> Method:
     unknown = set(order) - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown method blocks {sorted(unknown)}; known: {sorted(REGISTRY)}")
-    return compose(
-        [REGISTRY[name](config[name], context) for name in order if config.get(name) is not None]
-    )
+    built = [
+        REGISTRY[name](config[name], context) for name in order if config.get(name) is not None
+    ]
+    return compose([method for method in built if method is not None])
 
 
 def method_name(method: Method) -> str:

@@ -97,6 +97,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("model.hidden_dropout_prob", PROBABILITY),
     ("model.attention_probs_dropout_prob", PROBABILITY),
     ("model.truncate_to", COUNT),
+    ("precision.compute", one_of("fp32", "bf16")),
     ("data.source", one_of("tsv", "tfds")),
     ("data.root", directory_or_empty),
     ("data.max_seq_length", between(2, 512, integer=True)),

@@ -44,6 +44,9 @@ NEUTRAL_FIELDS = (
 # Fields a run fills in itself when left empty (contribution layer dropping measures its
 # layers; config.json holds the measured ones): compared only when the request sets them.
 RESOLVED_FIELDS = ("layer_drop.layers",)
+# Fields added after runs were saved, with the value those runs had: equal to it, a
+# field that the saved config.json lacks is no difference.
+ADDED_FIELDS = {"precision.compute": "fp32"}
 SHOWN_DIFFERENCES = 4
 
 
@@ -74,6 +77,8 @@ def differences(saved: dict, requested: dict) -> list[tuple[str, Any, Any]]:
         if old == new or field in NEUTRAL_FIELDS:
             continue
         if field in RESOLVED_FIELDS and not new:
+            continue
+        if field not in saved and ADDED_FIELDS.get(field, object()) == new:
             continue
         found.append((field, old, new))
     return found

@@ -162,13 +162,14 @@ def test_stored_int8_dense_equals_int8_products_on_the_same_grid(classifier):
         _logits(model, q, inputs, INT8_PRODUCTS), dynamic, rtol=1e-5, atol=1e-6
     )
     # The compiled forward multiplies int8 x int8 into int32 for every Dense (6 a layer,
-    # pooler, classifier), and nothing else with float attention.
+    # q/k/v fused into one: 4 products; pooler, classifier), and nothing else with float
+    # attention.
     lowered = (
         jax.jit(lambda p: model.apply({"params": p}, *(inputs[k] for k in steps.MODEL_INPUTS)))
         .lower(q)
         .as_text()
     )
-    assert len(INT8_DOT.findall(lowered)) == 2 * 6 + 2
+    assert len(INT8_DOT.findall(lowered)) == 2 * 4 + 2
 
 
 def test_static_input_scale_quantizes_by_the_calibrated_scale():

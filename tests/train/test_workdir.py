@@ -58,3 +58,13 @@ def test_prepare_skips_refuses_or_overwrites(tmp_path):
 def test_an_unfinished_run_of_the_same_config_resumes(tmp_path):
     _finished(tmp_path, _config())  # a checkpoint, no results.json
     assert workdir_lib.prepare(tmp_path, _config()) is None
+
+
+def test_a_field_added_later_differs_only_from_its_old_default():
+    saved = workdir_lib.config_json(_config())
+    del saved["precision"]  # a run saved before config.precision existed
+    assert workdir_lib.differences(saved, workdir_lib.config_json(_config())) == []
+    requested = _config()
+    requested.precision.compute = "bf16"
+    found = workdir_lib.differences(saved, workdir_lib.config_json(requested))
+    assert found == [("precision.compute", None, "bf16")]
