@@ -12,7 +12,8 @@ best and median per call are reported, and speed-ups from the best times.
 (`methods/quant/int8.py`: dynamic per-token/per-channel scales, int32
 accumulation, weights re-quantized each call, so its MB is the fp32 size). A DIR
 holding a stored int8 artifact (e.g. a `quant_ptq.py:int8=True` run's export) loads
-and runs as stored, at its int8 size.
+and runs as stored, at its int8 size. `--bf16` adds each DIR with bfloat16 matmuls
+(`Interventions(matmul=BFLOAT16)`; a stored int8 DIR then runs W8A16).
 
   python benchmarks/latency.py runs/mrpc/export runs/mrpc-mov90/export \
       --torch runs/mrpc/export --batch 1 32 --seq 128 --repeats 20 --json runs/latency.json
@@ -34,7 +35,7 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
 from bertjax.models.checkpoints import read_state_dict  # noqa: E402
-from bertjax.models.interventions import Interventions  # noqa: E402
+from bertjax.models.interventions import BFLOAT16, Interventions  # noqa: E402
 from methods.quant import INT8_PRODUCTS  # noqa: E402
 
 
@@ -116,12 +117,15 @@ def measure(
     warmup: int,
     repeats: int,
     int8: bool = False,
+    bf16: bool = False,
 ) -> list[dict[str, Any]]:
     """One result row per model and batch size (torch baseline first), speed-ups filled in."""
     loaded = {str(d): bench.load_model(d) for d in dirs}
     model_sizes = {name: bench.model_size(params) for name, (_, params) in loaded.items()}
     int8_matmuls = Interventions(matmul=INT8_PRODUCTS)
     variants = {"": None, " int8": int8_matmuls} if int8 else {"": None}
+    if bf16:
+        variants[" bf16"] = Interventions(matmul=BFLOAT16)
     rows = []
     for batch_size in batch_sizes:
         candidates, sizes, heads = {}, {}, {}
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the rows here")
     parser.add_argument("--int8", action="store_true", help="also time each DIR in real int8")
+    parser.add_argument("--bf16", action="store_true", help="also time each DIR in bf16 matmuls")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 1 or min(args.batch) < 1 or args.seq < 1:
         parser.error("--repeats, --warmup, --batch and --seq must be >= 1")
@@ -222,6 +227,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             warmup=args.warmup,
             repeats=args.repeats,
             int8=args.int8,
+            bf16=args.bf16,
         )
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
@@ -238,13 +244,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "warmup": args.warmup,
         "threads": threads,
         "int8": args.int8,
+        "bf16": args.bf16,
         "load_average_at_start": load,
         "device": str(jax.devices()[0].device_kind),
         "cpu": cpu_name(),
         "versions": versions,
     }
     print(
-        f"fp32{' and int8' if args.int8 else ''} inference, seq {args.seq}, "
+        f"fp32{' and int8' if args.int8 else ''}{' and bf16' if args.bf16 else ''} inference, "
+        f"seq {args.seq}, "
         f"{threads} thread(s), {setup['device']}, "
         f"best/median of {args.repeats} interleaved calls, {args.warmup} warm-up"
     )

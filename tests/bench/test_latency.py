@@ -163,10 +163,11 @@ def test_cli_torch_baseline_from_the_same_checkpoint(checkpoints, tmp_path):
     assert "torch" in json.loads(out.read_text())["setup"]["versions"]
 
 
-def test_cli_int8_adds_an_int8_row_per_checkpoint_with_close_outputs(checkpoints):
+def test_cli_int8_and_bf16_add_a_row_per_checkpoint_with_close_outputs(checkpoints):
     dense = str(checkpoints["dense"])
-    rows = _load_cli().main([dense, "--int8", "--batch", "2", "--seq", "16", "--repeats", "1"])
-    assert [row["model"] for row in rows] == [dense, f"{dense} int8"]
+    argv = [dense, "--int8", "--bf16", "--batch", "2", "--seq", "16", "--repeats", "1"]
+    rows = _load_cli().main(argv)
+    assert [row["model"] for row in rows] == [dense, f"{dense} int8", f"{dense} bf16"]
     assert rows[1]["params"] == rows[0]["params"] and rows[1]["best_ms"] > 0
     model, params = bench.load_model(dense)
     fp32 = bench.make_forward(model, params, 2, 16)()
