@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch_baseline  # noqa: E402
 
 from bertjax import paths  # noqa: E402
+from bertjax.models.interventions import COMPUTE  # noqa: E402
 from bertjax.train.loop import train_and_evaluate  # noqa: E402
 from configs import finetune  # noqa: E402
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--task", default="mrpc")
     parser.add_argument("--num-epochs", type=int, default=1)
     parser.add_argument("--train-limit", type=int, default=0)
-    parser.add_argument("--compute", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--compute", nargs="+", default=["fp32"], choices=list(COMPUTE))
     args = parser.parse_args()
     rows = {}
     for compute in args.compute:

@@ -219,7 +219,7 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
     import jaxlib
 
     from bertjax import models
-    from bertjax.bench.latency import model_size
+    from bertjax.bench.latency import jitted_forward, model_size
     from bertjax.models.interventions import BFLOAT16, Interventions
 
     if variant == "int8":
@@ -240,18 +240,7 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
 
         params = jax.device_get(jax.jit(quantize_params)(params))
         size = model_size(params)["bytes"]
-    output = "logits" if head else "last_hidden_state"
-
-    @jax.jit
-    def forward(params, input_ids, attention_mask, token_type_ids):
-        outputs, _ = model.apply(
-            {"params": params},
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            interventions=interventions,
-        )
-        return outputs[output]
+    forward = jitted_forward(model, interventions)
 
     def bind(batch):
         # Params are an argument, not a closed-over constant XLA could fold.

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
 from bertjax.data import pipeline, sources  # noqa: E402
 from bertjax.data.tasks import eval_split, get_task  # noqa: E402
+from bertjax.models.interventions import COMPUTE  # noqa: E402
 from bertjax.predict import Predictor  # noqa: E402
 
 
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument(
-        "--compute", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+        "--compute", nargs="+", default=["fp32"], choices=list(COMPUTE),
         help="one Predictor per arithmetic; differences are against the first",
     )  # fmt: skip
     parser.add_argument(

@@ -38,7 +38,7 @@ from bertjax import bench, models
 from bertjax.data import pipeline, sources
 from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.data.tasks import Task, eval_split, get_task
-from bertjax.models.interventions import compute_interventions
+from bertjax.models.interventions import COMPUTE, compute_interventions
 
 Text = str | tuple[str, str]
 
@@ -379,7 +379,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument(
         "--compute",
-        choices=("fp32", "bf16"),
+        choices=tuple(COMPUTE),
         default="fp32",
         help="matmul arithmetic: fp32, or bf16 (float32 accumulation; ~1.6x faster on "
         "AVX-512 BF16 CPUs)",

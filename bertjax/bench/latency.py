@@ -170,6 +170,15 @@ def make_forward(
             f"seq {seq_len} > max_position_embeddings {model.config.max_position_embeddings}"
         )
     batch = random_batch(model.config.vocab_size, batch_size, seq_len, seed)
+    args = jax.device_put(
+        (params, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    )
+    return Forward(jitted_forward(model, interventions), args, model, params)
+
+
+def jitted_forward(model: BertModel, interventions: Interventions | None = None) -> Callable:
+    """`jit(fn)(params, input_ids, attention_mask, token_type_ids)`: the deterministic
+    forward, returning the logits when the model has a head, else the last hidden state."""
     output = "logits" if model.head else "last_hidden_state"
 
     def forward(params, input_ids, attention_mask, token_type_ids):
@@ -182,10 +191,7 @@ def make_forward(
         )
         return outputs[output]
 
-    args = jax.device_put(
-        (params, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    )
-    return Forward(jax.jit(forward), args, model, params)
+    return jax.jit(forward)
 
 
 def load_model(directory: str | Path, head: str | None = "auto") -> tuple[BertModel, Any]:

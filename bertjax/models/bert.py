@@ -113,6 +113,15 @@ def _stored_int8(module: nn.Module, name: str) -> dict | None:
     return None
 
 
+def dense_product(x: Array, kernel, interventions: Interventions, dtype) -> Array:
+    """`x @ kernel` as the matmul intervention runs it: a stored-int8 kernel by its
+    `stored_int8` product, a float one by its `dot_general` in `dtype` (no bias)."""
+    if convert.is_quantized(kernel):
+        return matmul_of(interventions).stored_int8(x, kernel).astype(dtype)
+    x, kernel = promote_dtype(x, kernel, dtype=dtype)
+    return dot_general_of(interventions)(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
 class Dense(nn.Module):
     """`nn.Dense` (same params, same arithmetic) whose matmul the interventions set.
 
@@ -126,24 +135,20 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x, interventions: Interventions = NONE):
-        stored = _stored_int8(self, "kernel")
-        if stored is not None:
-            shape = tuple(stored[convert.QVALUE].shape)
+        kernel = _stored_int8(self, "kernel")
+        if kernel is not None:
+            shape = tuple(kernel[convert.QVALUE].shape)
             if shape != (x.shape[-1], self.features):
                 raise ValueError(f"{'/'.join(self.path)}: int8 kernel {shape} for input {x.shape}")
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-            x = operand(self, x, DENSE_SITE, interventions)
-            y = matmul_of(interventions).stored_int8(x, stored).astype(self.dtype)
-            return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,)).astype(self.dtype)
-        kernel = self.param(
-            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
-        )
+        else:
+            kernel = self.param(
+                "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+            )
+            (x,) = promote_dtype(x, dtype=self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         x = operand(self, x, DENSE_SITE, interventions)
-        dot = dot_general_of(interventions)
-        y = dot(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=None)
-        return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+        y = dense_product(x, kernel, interventions, self.dtype)
+        return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,)).astype(self.dtype)
 
 
 def dense(module: BertModule, features: int, name: str) -> Dense:
@@ -272,13 +277,11 @@ class SelfAttention(BertModule):
                 key: jnp.concatenate([k[key] for k in kernels], axis=-1)
                 for key in (convert.QVALUE, convert.SCALE)
             }
-            y = matmul_of(interventions).stored_int8(x, kernel).astype(self.dtype)
-            return y + bias
-        if any(stored):
+        elif any(stored):
             return None
-        x, kernel = promote_dtype(x, jnp.concatenate(kernels, axis=-1), dtype=self.dtype)
-        y = dot_general_of(interventions)(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-        return y + bias
+        else:
+            kernel = jnp.concatenate(kernels, axis=-1)
+        return dense_product(x, kernel, interventions, self.dtype) + bias
 
 
 class DenseResidualNorm(BertModule):

@@ -17,7 +17,8 @@ Array = jax.Array
 BF16, F32 = jnp.bfloat16, jnp.float32
 
 
-def _product(lhs, rhs, dimension_numbers):
+def product(lhs, rhs, dimension_numbers) -> Array:
+    """`jax.lax.dot_general` of the operands cast to bfloat16, float32 result (no custom VJP)."""
     return jax.lax.dot_general(
         lhs.astype(BF16), rhs.astype(BF16), dimension_numbers, preferred_element_type=F32
     )
@@ -26,22 +27,22 @@ def _product(lhs, rhs, dimension_numbers):
 @jax.custom_vjp
 def dense_product(x: Array, w: Array) -> Array:
     """`x @ w` (x [..., K], w [K, N]) in bfloat16 with float32 accumulation and output."""
-    return _product(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+    return product(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
 
 def _dense_fwd(x, w):
     x16, w16 = x.astype(BF16), w.astype(BF16)
     # Zero-size arrays carry the primal dtypes: cotangents come back in them.
     dtypes = (jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
-    return _product(x16, w16, (((x.ndim - 1,), (0,)), ((), ()))), (x16, w16, dtypes)
+    return product(x16, w16, (((x.ndim - 1,), (0,)), ((), ()))), (x16, w16, dtypes)
 
 
 def _dense_bwd(residuals, g):
     x16, w16, (x_dtype, w_dtype) = residuals
     g16 = g.astype(BF16)
-    dx = _product(g16, w16, (((g.ndim - 1,), (1,)), ((), ())))  # g @ w.T
+    dx = product(g16, w16, (((g.ndim - 1,), (1,)), ((), ())))  # g @ w.T
     rows = g16.reshape(-1, g.shape[-1])
-    dw = _product(x16.reshape(-1, x16.shape[-1]), rows, (((0,), (0,)), ((), ())))  # x.T @ g
+    dw = product(x16.reshape(-1, x16.shape[-1]), rows, (((0,), (0,)), ((), ())))  # x.T @ g
     return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
 
 
@@ -62,4 +63,4 @@ def dot_general(lhs, rhs, dimension_numbers) -> Array:
     doc); Dense-shaped products differentiate in bfloat16 too."""
     if is_dense(lhs, rhs, dimension_numbers):
         return dense_product(lhs, rhs)
-    return _product(lhs, rhs, dimension_numbers)
+    return product(lhs, rhs, dimension_numbers)

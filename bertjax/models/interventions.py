@@ -170,8 +170,7 @@ def matmul_of(interventions: Interventions | None) -> Matmul:
 
 def dot_general_of(interventions: Interventions | None) -> Callable:
     """The product the model's matmuls use."""
-    matmul = interventions.matmul if interventions is not None else None
-    return jax.lax.dot_general if matmul is None else matmul.dot_general
+    return matmul_of(interventions).dot_general
 
 
 def matmul_sites(params: Any) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from bertjax.data import tasks
+from bertjax.models.interventions import COMPUTE
 from methods.distill import KINDS as DISTILL_KINDS
 from methods.distill.layer_maps import MAPS
 from methods.distill.tinybert import STAGES
@@ -97,7 +98,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("model.hidden_dropout_prob", PROBABILITY),
     ("model.attention_probs_dropout_prob", PROBABILITY),
     ("model.truncate_to", COUNT),
-    ("precision.compute", one_of("fp32", "bf16")),
+    ("precision.compute", one_of(*COMPUTE)),
     ("data.source", one_of("tsv", "tfds")),
     ("data.root", directory_or_empty),
     ("data.max_seq_length", between(2, 512, integer=True)),
