@@ -24,6 +24,14 @@ defaults to the identity, so a method overrides only what it needs:
                                            passes
   finalize(params, state, config) -> (params, config)   physical compression
   report(params, state) -> dict            numbers for results.json
+  eval_outputs(params, state, outputs, inter) -> dict
+                                           per-example arrays [B, ...] computed in the
+                                           jitted eval pass at the end of a run (exit
+                                           logits of every layer, tokens kept); run only
+                                           when `has_eval_outputs`
+  eval_report(extras, score) -> dict       results.json numbers from those arrays
+                                           ([N, ...] over the eval split); `score(logits)`
+                                           gives the task's official metrics of logits
 
 `step` is always the index of the train step being taken (0 for the first; the
 number of updates finished before it). Two static needs: `intermediates`
@@ -113,6 +121,16 @@ class Method:
     def report(self, params: Any, state: Any) -> dict[str, Any]:
         return {}
 
+    @property
+    def has_eval_outputs(self) -> bool:
+        return False
+
+    def eval_outputs(self, params: Any, state: Any, outputs: dict, inter: dict) -> dict:
+        return {}
+
+    def eval_report(self, extras: dict, score) -> dict[str, Any]:
+        return {}
+
 
 @dataclasses.dataclass(frozen=True)
 class Composed(Method):
@@ -178,6 +196,22 @@ class Composed(Method):
         merged: dict[str, Any] = {}
         for method, substate in zip(self.methods, state, strict=True):
             merged.update(method.report(params, substate))
+        return merged
+
+    @property
+    def has_eval_outputs(self):
+        return any(m.has_eval_outputs for m in self.methods)
+
+    def eval_outputs(self, params, state, outputs, inter):
+        merged: dict[str, Any] = {}
+        for method, substate in zip(self.methods, state, strict=True):
+            merged.update(method.eval_outputs(params, substate, outputs, inter))
+        return merged
+
+    def eval_report(self, extras, score):
+        merged: dict[str, Any] = {}
+        for method in self.methods:
+            merged.update(method.eval_report(extras, score))
         return merged
 
 

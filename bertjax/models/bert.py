@@ -87,6 +87,14 @@ def operand(module: nn.Module, x: Array, site: str, interventions: Interventions
     return x
 
 
+def attention_bias(attention_mask: Array) -> Array:
+    """The additive mask over keys [B, 1, 1, T]: 0 where attended, float32's minimum
+    where padded (`attention_mask` [B, T], nonzero = a real token)."""
+    return jnp.where(
+        attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
+    ).astype(jnp.float32)
+
+
 class BertModule(nn.Module):
     """Base of every BERT block: the architecture, compute and parameter dtypes."""
 
@@ -442,10 +450,7 @@ class BertEncoder(BertModule):
 
         x = Embeddings(**kw, name="embeddings")(input_ids, token_type_ids, deterministic)
         inter = {"embeddings": x} if "embeddings" in collect else {}
-        # Additive mask over keys: 0 where attended, the dtype's minimum where padded.
-        mask_bias = jnp.where(
-            attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
-        ).astype(jnp.float32)
+        mask_bias = attention_bias(attention_mask)
         encoder = Encoder(self.config, self.dtype, self.param_dtype, name="encoder")
         x, layer_inter = encoder(
             x,

@@ -383,6 +383,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
         eval_metrics, eval_logits = evaluation.evaluate(
             eval_step, state, eval_data, task, config.train.eval_batch_size, mesh
         )
+    dynamic = evaluation.extras(
+        model, method, state, eval_data, task, config.train.eval_batch_size, mesh
+    )
     writer.close()
 
     examples_seen = min(
@@ -403,6 +406,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
         **model_size(final_params),
         **method.report(jax.device_get(state.params), jax.device_get(state.method_state)),
         **run.calibration_report,
+        **dynamic,
         "train_seconds": round(elapsed, 2),
         "examples_per_second": round(examples_seen / max(elapsed, 1e-9), 2),
         "steps": total_steps,

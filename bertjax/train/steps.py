@@ -132,6 +132,18 @@ def make_eval_step(model, *, method: Method | None = None) -> Callable:
     return jax.jit(eval_step)
 
 
+def make_extras_step(model, method: Method) -> Callable:
+    """`extras_step(params, method_state, batch) -> dict` of per-example arrays: the
+    method's `eval_outputs` of the evaluation forward (dynamic inference's exit logits,
+    tokens kept), jitted."""
+
+    def extras_step(params, method_state, batch: dict):
+        outputs, inter, _ = forward(model, method, params, method_state, 0, batch, train=False)
+        return method.eval_outputs(params, method_state, outputs, inter)
+
+    return jax.jit(extras_step)
+
+
 def make_calibration_step(model, method: Method) -> Callable:
     """Jitted `(params, method_state, inputs) -> method_state`: one forward pass without
     dropout, as in training, then `update` with no gradient (statistics only)."""
