@@ -22,6 +22,9 @@ import numpy as np
 ENCODER_ROOTS = ("embeddings", "encoder", "pooler")
 # Keys with no parameter of their own: buffers, the tied MLM decoder, the NSP head.
 _SKIPPED = ("position_ids", "cls.predictions.decoder.", "cls.seq_relationship.")
+# Method-owned trees exported beside the model (early exit's heads, `exit_heads.{i}...`):
+# the model loader skips them; `side_tree(state, root)` reads one back.
+SIDE_TREES = ("exit_heads",)
 # A stored-int8 leaf: int8 values and float32 scales (and a static activation scale).
 QVALUE, SCALE, INPUT_SCALE = "qvalue", "scale", "input_scale"
 # HF-layout suffixes of the scales of the int8 tensor `X.weight`: `X.weight_scale`, ...
@@ -75,6 +78,8 @@ def hf_key_to_path(key: str) -> tuple[tuple[str, ...], bool] | None:
     if any(skip in key for skip in _SKIPPED):
         return None
     parts = key.split(".")
+    if parts[0] in SIDE_TREES:
+        return None
     if parts[0] == "bert":
         parts = parts[1:]
     if parts[0] in ENCODER_ROOTS:
@@ -125,6 +130,24 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()):
             yield from _flatten(value, (*prefix, key))
         else:
             yield (*prefix, key), value
+
+
+def side_tree(state: Mapping[str, np.ndarray], root: str) -> dict[str, Any] | None:
+    """The method-owned tree `root` (one of `SIDE_TREES`) of an HF state dict, nested as
+    in params (`kernel` [in, out] from `weight` [out, in]), or None when absent."""
+    tree: dict[str, Any] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] != root:
+            continue
+        value = np.asarray(value)
+        if parts[-1] == "weight":
+            parts[-1], value = "kernel", value.T
+        node = tree
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree or None
 
 
 def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ from bertjax.models.interventions import COMPUTE
 from methods.distill import KINDS as DISTILL_KINDS
 from methods.distill.layer_maps import MAPS
 from methods.distill.tinybert import STAGES
+from methods.dynamic.early_exit import STRATEGIES as EXIT_STRATEGIES
 from methods.pruning import KINDS as PRUNING_KINDS
 from methods.pruning.layer_drop import STRATEGIES
 from methods.quant.activations import RANGES
@@ -83,6 +84,21 @@ def known_task(value: Any) -> str | None:
 def directory_or_empty(value: Any) -> str | None:
     """A data root: empty (the default, $BERTJAX_DATA) or an existing directory."""
     return None if not value or Path(value).is_dir() else "must be an existing directory"
+
+
+def each(check: Check) -> Check:
+    """A non-empty list whose every item passes `check`."""
+
+    def check_all(value):
+        if not isinstance(value, list | tuple) or not value:
+            return "must be a non-empty list"
+        for item in value:
+            problem = check(item)
+            if problem:
+                return f"must be a list of values each {problem.removeprefix('must be ')}"
+        return None
+
+    return check_all
 
 
 FRACTION = between(0, 1)  # a share of training or of weights, both ends allowed
@@ -154,6 +170,10 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("layer_drop.drop", COUNT),
     ("layer_drop.strategy", one_of(*STRATEGIES, "contribution")),
     ("layer_drop.calibration_batches", POSITIVE_INT),
+    ("early_exit.strategy", one_of(*EXIT_STRATEGIES)),
+    ("early_exit.thresholds", each(between(0, math.inf, open_high=True))),
+    ("early_exit.patiences", each(POSITIVE_INT)),
+    ("early_exit.delta", between(0, math.inf, open_low=True, open_high=True)),
 )
 
 # (smaller field, larger field): pairs that must be ordered.
