@@ -25,7 +25,6 @@ import os
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,7 +88,9 @@ def run(args) -> dict:
         model_params = split(params)[0]
         layer_logits = np.concatenate([runner.full(*b) for b in batches(dev, args.seq, 32)])
         label = directory.name
-        candidates[f"{label}|none|b32"] = lambda p=plain, m=model_params: [p(m, *b) for b in timed32]
+        candidates[f"{label}|none|b32"] = lambda p=plain, m=model_params: [
+            p(m, *b) for b in timed32
+        ]
         candidates[f"{label}|none|b1"] = lambda p=plain, m=model_params: [p(m, *b) for b in timed1]
         for point in swept["sweep"]:
             criterion = exits.Criterion(point["criterion"], point["value"], task.is_regression)
@@ -114,7 +115,9 @@ def run(args) -> dict:
             candidates[f"{name}|b32"] = lambda r=runner, c=criterion: [
                 r.batched(c, *b) for b in timed32
             ]
-            candidates[f"{name}|b1"] = lambda r=runner, c=criterion: [r.single(c, *b) for b in timed1]
+            candidates[f"{name}|b1"] = lambda r=runner, c=criterion: [
+                r.single(c, *b) for b in timed1
+            ]
         rows.append(
             {
                 "run": label,
@@ -166,7 +169,9 @@ def print_table(result: dict) -> None:
         f"{result['task']} dev ({result['dev_examples']}), seq {result['seq']}, "
         f"{result['compute']}, load average {result['load_average'][0]:.2f}"
     )
-    header = f"| run | exit rule | {result['metric']} | mean layers | b1 ms | b1 x | b32 ms | b32 x |"
+    header = (
+        f"| run | exit rule | {result['metric']} | mean layers | b1 ms | b1 x | b32 ms | b32 x |"
+    )
     loyal = "label_loyalty" in result["rows"][0]
     print(header + (" label loyalty |" if loyal else ""))
     print("|---" * (8 + loyal) + "|")
@@ -174,7 +179,8 @@ def print_table(result: dict) -> None:
         rule = "none" if r["criterion"] == "none" else f"{r['criterion']} {r['value']:g}"
         line = (
             f"| {r['run']} | {rule} | {r['score']:.4f} | {r['mean_exit_layer']:.2f} | "
-            f"{r['ms_b1']:.1f} | {r['speedup_b1']:.2f} | {r['ms_b32']:.1f} | {r['speedup_b32']:.2f} |"
+            f"{r['ms_b1']:.1f} | {r['speedup_b1']:.2f} | "
+            f"{r['ms_b32']:.1f} | {r['speedup_b32']:.2f} |"
         )
         print(line + (f" {r['label_loyalty']:.3f} |" if loyal else ""))
 
@@ -188,7 +194,9 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, b in zip(axes, ("b1", "b32"), strict=True):
         for (run, kind), marker in zip(
-            sorted({(r["run"], r["criterion"]) for r in result["rows"] if r["criterion"] != "none"}),
+            sorted(
+                {(r["run"], r["criterion"]) for r in result["rows"] if r["criterion"] != "none"}
+            ),
             "os^vD<>",
             strict=False,
         ):

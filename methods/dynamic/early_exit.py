@@ -88,7 +88,10 @@ class EarlyExit(Method):
     def from_config(cls, block, context):
         return cls(
             **fields_from(
-                cls, block, num_layers=context.model.num_hidden_layers, regression=context.regression
+                cls,
+                block,
+                num_layers=context.model.num_hidden_layers,
+                regression=context.regression,
             )
         )
 
@@ -160,7 +163,9 @@ class EarlyExit(Method):
 
     def criteria(self) -> list[exits.Criterion]:
         """Every criterion of the sweep (entropy only for classification)."""
-        found = [exits.Criterion("patience", p, self.regression, self.delta) for p in self.patiences]
+        found = [
+            exits.Criterion("patience", p, self.regression, self.delta) for p in self.patiences
+        ]
         if not self.regression:
             found = [exits.Criterion("entropy", t) for t in self.thresholds] + found
         return found

@@ -11,7 +11,6 @@ from bertjax import models
 from bertjax.inference import early_exit as runtime
 from bertjax.train import loop
 from configs import early_exit as early_exit_config
-from methods.base import Context
 from methods.dynamic import exits
 from methods.dynamic.early_exit import EXITS, EarlyExit, exit_logits
 
@@ -140,14 +139,14 @@ def test_runtime_exit_at_layer_k_gives_the_first_k_layers_and_head_k():
 
 @pytest.mark.parametrize(("kind", "value"), [("entropy", 0.5), ("patience", 1)])
 def test_compacted_batches_agree_with_one_at_a_time_and_keep_row_order(kind, value):
-    model, params, _, inputs = _model_and_batch(rows=13, seed=3)
+    model, params, _, inputs = _model_and_batch(rows=9, seed=3)
     runner = runtime.ExitRunner(model, params)
     criterion = exits.Criterion(kind, value)
     logits, exit_at = runner.batched(criterion, *inputs)
     replay = exits.exit_layers(criterion, runner.full(*inputs))
     np.testing.assert_array_equal(exit_at, replay)
     assert len(set(exit_at.tolist())) >= 2  # rows really left at different layers
-    for row in range(13):
+    for row in range(9):
         one, layer = runner.single(criterion, *[a[row : row + 1] for a in inputs])
         assert layer == exit_at[row]
         np.testing.assert_allclose(logits[row], one[0], rtol=1e-5, atol=1e-5)
@@ -165,9 +164,13 @@ def test_one_compilation_serves_every_threshold():
     assert len(layers) >= 2
 
 
-@pytest.mark.parametrize("strategy", ["deebert", "pabee"])
+@pytest.mark.parametrize(
+    "strategy", ["deebert", pytest.param("pabee", marks=pytest.mark.slow)]
+)  # PABEE's loss and optimizer are checked above; its run is the slow variant
 def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(tmp_path, shrink, strategy):
-    config = shrink(early_exit_config.get_config(f"model=tiny,task=mrpc,smoke=True,strategy={strategy}"))
+    config = shrink(
+        early_exit_config.get_config(f"model=tiny,task=mrpc,smoke=True,strategy={strategy}")
+    )
     config.early_exit.thresholds = (0.3, 0.69)
     config.early_exit.patiences = (1, 3)
     results = loop.train_and_evaluate(config, tmp_path / "run")
