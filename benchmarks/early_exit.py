@@ -4,7 +4,8 @@ the same model run without exits.
 Each RUN is a `configs/early_exit.py` workdir (its `export/` holds the model and its
 exit heads, its results.json the sweep). On the task's dev set, padded to `--seq`
 (128: the north star's shape), the script
-- scores every entropy threshold / patience from every layer's logits (exact: the
+- scores every entropy threshold / patience of the run's sweep (or `--thresholds` /
+  `--patiences`: no retraining) from every layer's logits (exact: the
   runtime's exits are checked to be these on the timed examples), with label and
   probability loyalty to `--teacher` (the fine-tuned model it started from);
 - times, round-robin (`bench.interleave`), best of `--repeats` passes: batch 1 over the
@@ -92,8 +93,12 @@ def run(args) -> dict:
             p(m, *b) for b in timed32
         ]
         candidates[f"{label}|none|b1"] = lambda p=plain, m=model_params: [p(m, *b) for b in timed1]
-        for point in swept["sweep"]:
-            criterion = exits.Criterion(point["criterion"], point["value"], task.is_regression)
+        points = [(p["criterion"], p["value"]) for p in swept["sweep"]]
+        if args.thresholds is not None or args.patiences is not None:
+            points = [("entropy", t) for t in args.thresholds or ()] * (not task.is_regression)
+            points += [("patience", p) for p in args.patiences or ()]
+        for kind, value in points:
+            criterion = exits.Criterion(kind, value, task.is_regression)
             exit_at = exits.exit_layers(criterion, layer_logits)
             logits = exits.logits_at_exit(layer_logits, exit_at)
             name = f"{label}|{criterion.kind}={criterion.value:g}"
@@ -228,6 +233,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--examples", type=int, default=64, help="batch-1 examples timed")
     parser.add_argument("--batches", type=int, default=4, help="batch-32 batches timed")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--thresholds", type=float, nargs="*", help="instead of the run's sweep")
+    parser.add_argument("--patiences", type=int, nargs="*", help="instead of the run's sweep")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)

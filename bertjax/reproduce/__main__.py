@@ -1,0 +1,109 @@
+"""CLI of `bertjax.reproduce` (see the package doc)."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import traceback
+from pathlib import Path
+
+from bertjax.reproduce import cells as cells_lib
+from bertjax.reproduce import claims as claims_lib
+from bertjax.reproduce import grid, table
+
+
+def say(line: str) -> None:
+    print(f"reproduce: {line}", file=sys.stderr, flush=True)
+
+
+def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Path:
+    """table.md, results.json and plots.png from what has finished so far."""
+    out.mkdir(parents=True, exist_ok=True)
+    claim_lines, records = table.claims_table(
+        collected, claims_lib.claims(budget.student_layers, budget.drop)
+    )
+    done = [t for t in args.tasks if all(c.name in collected[t] for c in cell_list)]
+    command = f"python -m bertjax.reproduce --budget {budget.name} --seeds {args.seeds}"
+    if args.tasks != list(grid.TASKS):
+        command += " --tasks " + " ".join(args.tasks)
+    if args.families != list(grid.FAMILIES):
+        command += " --families " + " ".join(args.families)
+    lines = [
+        f"# Reproduction: budget `{budget.name}`, {args.seeds} seed(s)",
+        "",
+        f"Made by `{command}` (written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} "
+        f"UTC; {platform.processor() or platform.machine()}, {os.cpu_count()} cores).",
+        f"Tasks with every cell finished: {', '.join(done) or 'none yet'}. "
+        + (f"SST-2 trains on its first {budget.train_limits['sst2']} sentences. "
+           if "sst2" in budget.train_limits else "")
+        + ("**Smoke budget: tiny random models on 64 examples; the numbers mean nothing.**"
+           if budget.smoke else ""),
+        "Latency: seed 0's export, seq 128, best of 5 round-robin calls beside the seed-0 "
+        "teacher run by PyTorch fp32 in the same process.",
+        "",
+    ]  # fmt: skip
+    if failures:
+        lines += ["Failed cells (see their logs): " + ", ".join(failures), ""]
+    for task in args.tasks:
+        if collected[task]:
+            lines += table.task_table(task, collected[task], cell_list)
+    lines += ["## Claims", "", *claim_lines, "", claims_lib.__doc__.strip(), ""]
+    (out / "table.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(
+        json.dumps({"budget": budget.name, "runs": collected, "claims": records}, indent=1) + "\n"
+    )
+    table.plot(collected, cell_list, out / "plots.png")
+    return out / "table.md"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bertjax.reproduce", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--budget", choices=sorted(grid.BUDGETS), default="small")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=list(grid.TASKS), choices=grid.TASKS)
+    parser.add_argument("--families", nargs="+", default=list(grid.FAMILIES),
+                        choices=grid.FAMILIES)  # fmt: skip
+    parser.add_argument("--runs", type=Path, help="default runs/reproduce/BUDGET")
+    parser.add_argument("--out", type=Path, help="default reproduction/BUDGET")
+    parser.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    budget = grid.BUDGETS[args.budget]
+    if args.no_latency:
+        budget = grid.dataclasses.replace(budget, latency=False)
+    runs = args.runs or Path("runs/reproduce") / budget.name
+    out = args.out or Path("reproduction") / budget.name
+    cell_list = grid.cells(budget, args.families)
+    failures = []
+    total = len(args.tasks) * len(cell_list) * args.seeds
+    done = 0
+    for task in args.tasks:
+        for cell in cell_list:
+            for seed in range(args.seeds):
+                done += 1
+                name = f"{task}/{cell.name}/seed{seed}"
+                say(f"[{done}/{total}] {name}")
+                try:
+                    cells_lib.run(cell, budget, task, seed, runs)
+                except KeyboardInterrupt:
+                    say(f"interrupted at {name}: rerun the same command to resume")
+                    return 130
+                except Exception:  # noqa: BLE001  (one failed cell must not stop the grid)
+                    failures.append(name)
+                    log = cells_lib.workdir(runs, task, cell, seed) / "error.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(traceback.format_exc())
+                    say(f"FAILED {name} (traceback in {log})")
+        collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+        path = write_outputs(out, args, budget, collected, cell_list, failures)
+        say(f"{task} done: {path}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
