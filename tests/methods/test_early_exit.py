@@ -150,6 +150,11 @@ def test_compacted_batches_agree_with_one_at_a_time_and_keep_row_order(kind, val
         one, layer = runner.single(criterion, *[a[row : row + 1] for a in inputs])
         assert layer == exit_at[row]
         np.testing.assert_allclose(logits[row], one[0], rtol=1e-5, atol=1e-5)
+    # One executable per layer and bucket, compiled once: a second pass compiles nothing.
+    sizes = [layer._cache_size() for layer in runner._layers]
+    runner.batched(criterion, *inputs)
+    assert [layer._cache_size() for layer in runner._layers] == sizes
+    assert all(size <= len(runtime.BUCKETS) for size in sizes) and sizes[0] == 1
 
 
 def test_one_compilation_serves_every_threshold():
