@@ -1,7 +1,8 @@
 """Compression methods from a run's config: a registry of config blocks.
 
 Each block (`config.prune`, `config.structured`, `config.quant`, `config.distill`,
-`config.theseus`, `config.bitfit`, `config.layer_drop`, `config.precision`) is read
+`config.theseus`, `config.bitfit`, `config.layer_drop`, `config.token_reduction`,
+`config.precision`) is read
 by its method's own `from_config` with the block's field names; a block that is absent (or
 None), or whose `from_config` returns None (`precision.compute="fp32"`), means that
 method is off. `config.method_order` lists the blocks in the
@@ -17,12 +18,14 @@ from methods import distill, pruning, quant
 from methods.base import Context, Method, compose
 from methods.bitfit import BitFit
 from methods.distill.theseus import ModuleReplacing
+from methods.dynamic.token_reduction import TokenReduction
 from methods.precision import Precision
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
 
 DEFAULT_ORDER = (
-    "prune", "structured", "theseus", "quant", "distill", "bitfit", "layer_drop", "precision"
+    "prune", "structured", "theseus", "quant", "distill", "token_reduction", "bitfit",
+    "layer_drop", "precision",
 )  # fmt: skip
 
 REGISTRY = {
@@ -33,6 +36,7 @@ REGISTRY = {
     "theseus": ModuleReplacing.from_config,
     "bitfit": BitFit.from_config,
     "layer_drop": LayerDrop.from_config,
+    "token_reduction": TokenReduction.from_config,
     "precision": Precision.from_config,
 }
 
