@@ -95,9 +95,9 @@ def operand(module: nn.Module, x: Array, site: str, interventions: Interventions
 def attention_bias(attention_mask: Array) -> Array:
     """The additive mask over keys [B, 1, 1, T]: 0 where attended, float32's minimum
     where padded (`attention_mask` [B, T], nonzero = a real token)."""
-    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(
-        jnp.float32
-    )
+    return jnp.where(
+        attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
+    ).astype(jnp.float32)
 
 
 class BertModule(nn.Module):
