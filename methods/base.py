@@ -16,6 +16,14 @@ defaults to the identity, so a method overrides only what it needs:
                                            the training loss, given the running one (KD
                                            mixes it, TinyBERT replaces it, L1 adds to it)
   wrap_optimizer(tx, params) -> tx         freezing, per-group optimizers
+  prepare(batch, params, state, step, apply) -> (batch, state)
+                                           at the start of each train step: the batch and
+                                           method state that step's forward and loss use
+                                           (token reduction repeats the batch K times and
+                                           adds its imitation guide); `apply(params, batch,
+                                           interventions, collect) -> (outputs, inter)` is
+                                           the deterministic model; `update` still gets the
+                                           stored state
   update(state, params, grads, aux, step) -> state
                                            after each step (schedules, masks, importance):
                                            `aux["metrics"]` are the loss metrics,
@@ -112,6 +120,9 @@ class Method:
     ) -> optax.GradientTransformation:
         return tx
 
+    def prepare(self, batch: dict, params: Any, state: Any, step: Any, apply) -> tuple:
+        return batch, state
+
     def update(self, state: Any, params: Any, grads: Any, aux: dict, step: Any) -> Any:
         return state
 
@@ -181,6 +192,13 @@ class Composed(Method):
         for method in self.methods:
             tx = method.wrap_optimizer(tx, params)
         return tx
+
+    def prepare(self, batch, params, state, step, apply):
+        states = []
+        for method, substate in zip(self.methods, state, strict=True):
+            batch, substate = method.prepare(batch, params, substate, step, apply)
+            states.append(substate)
+        return batch, tuple(states)
 
     def update(self, state, params, grads, aux, step):
         return tuple(

@@ -112,6 +112,7 @@ NAMES = [
     ("distill_tinybert", "teacher=T,map=top", "distill_tinybert_top"),
     ("distill_emd", "teacher=T", "distill_emd"),
     ("distill_theseus", "teacher=T,schedule=constant,successors=1", "theseus_constant"),
+    ("token_reduction", "teacher=T", "distill_kd_soft_ce+token_reduction"),
 ]
 
 
@@ -152,6 +153,12 @@ BAD_VALUES = [
     ),
     ("quant_qat:abits=1", {}, "config.quant.activation_bits must be 0 (off) or an integer in"),
     ("distill_kd:teacher=T,temperature=0", {}, "config.distill.temperature must be in (0, inf)"),
+    ("token_reduction:teacher=T", {"token_reduction.samples": 1}, "config.token_reduction.samples"),
+    (
+        "token_reduction:teacher=T",
+        {"token_reduction.layers": [3, 1]},
+        "config.token_reduction.layers must be an increasing list",
+    ),
 ]
 
 

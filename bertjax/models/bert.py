@@ -8,11 +8,15 @@ pruning read:
   `attn_scores/{i}`     [B, N, T, T] scaled q.k scores before masking/softmax
   `attn_probs/{i}`      [B, N, T, T] attention probabilities (after head_mask)
   `ffn_act/{i}`         [B, T, I]   FFN activation (after ffn_mask)
+  `token_prob/{i}`      [B, T]      token reduction: keep probability before layer i
+  `token_mask`          [B, T]      token reduction: the real tokens (bool)
+  `token_keep/{i}`      [B, T]      token reduction: tokens kept from layer i on (bool)
 `i` is always the layer's index in the full model, also when `layers` skips some.
 
 Compression methods change the forward pass through one argument,
 `interventions=` (`bertjax.models.interventions.Interventions`: head and FFN
-masks, which layers run, Theseus module replacing, how matmuls run). Each
+masks, which layers run, Theseus module replacing, how matmuls run, which
+tokens stay). Each
 module reads the field it acts on; `LayerStack` gives each layer its slice.
 Activation statistics that the matmul intervention returns are written to the
 mutable `quant_stats` collection (apply with `mutable=["quant_stats"]`).
@@ -45,7 +49,8 @@ from bertjax.models.interventions import (
 )
 
 Array = jax.Array
-COLLECTABLE = ("embeddings", "hidden", "attn_scores", "attn_probs", "ffn_act")
+COLLECTABLE = ("embeddings", "hidden", "attn_scores", "attn_probs", "ffn_act", "tokens")
+_MASKED = float(jnp.finfo(jnp.float32).min)
 QKV = ("query", "key", "value")
 _ACTIVATIONS = {
     # jax.nn.gelu's erfc form. HF's erf form is ~2.5x cheaper on its own but changes how
@@ -352,10 +357,21 @@ class LayerStack(BertModule):
     @nn.compact
     def __call__(self, x, mask_bias, *, deterministic, layers, interventions, collect):
         inter = {}
+        tokens = interventions.tokens
+        keep = None if tokens is None else mask_bias[:, 0, 0, :] == 0
+        if tokens is not None and "tokens" in collect:
+            inter["token_mask"] = keep
         for i in layers:
+            if tokens is not None and i in tokens.layers:  # token reduction: keys dropped
+                keep, probability = tokens.select(tokens.layers.index(i), x, keep)
+                mask_bias = jnp.where(keep[:, None, None, :], mask_bias, _MASKED)
+                if "tokens" in collect:
+                    inter[f"token_prob/{i}"], inter[f"token_keep/{i}"] = probability, keep
             x, extra = Layer(**{**self.kwargs(), "layer": i}, name=str(i))(
                 x, mask_bias, deterministic=deterministic, interventions=interventions.at_layer(i)
             )
+            if tokens is not None and tokens.probe is not None and i == tokens.probe_layer:
+                x = x + tokens.probe
             if "hidden" in collect:
                 inter[f"hidden/{i}"] = x
             for key, value in extra.items():

@@ -15,6 +15,9 @@ Fields (all optional; `None` = the plain BERT forward):
                        products call `matmul.operand` on their activation operands and
                        `matmul.dot_general` for the product (quantization, bf16);
                        a Dense with a stored-int8 kernel calls `matmul.stored_int8`
+  tokens    TokenSelection  token reduction (TR-BERT): before each of its `layers`,
+                       `LayerStack` asks it which tokens stay (`select`); dropped tokens
+                       are masked out as keys for every later layer (fixed shapes)
 
 Statistics: when `matmul.operand` returns a statistic for an operand, the
 module stores it in the mutable Flax collection `quant_stats` under its own
@@ -117,6 +120,57 @@ class Replace:
     use_successor: Array
 
 
+@struct.dataclass
+class TokenSelection:
+    """Which tokens later layers attend to (TR-BERT), decided mid-forward.
+
+    Before layer `layers[j]`, the policy `policy(params[j], x [B, T, H]) -> [B, T]` gives
+    each token's keep probability (a pure jnp function: the method owns it and its
+    params). Tokens kept so far (`keep` [B, T] bool, initially the attention mask) stay
+    where the action is 1; [CLS] (position 0) always stays. Actions:
+      `key` None: probability >= `threshold` (evaluation);
+      else Bernoulli draws from `uniform(fold_in(key, j), [B, T])` (REINFORCE);
+      `guide` [B, S, T] and `guided` [B] bool: rows where `guided` keep instead the
+      top round(sum of their probabilities) tokens by `guide[:, j]` among those kept
+      so far (imitation of gradient importance).
+    `probe` [B, T, H] (zeros) is added to the output of layer `probe_layer`: the
+    gradient with respect to it is dL/d hidden (how the guide is computed).
+    """
+
+    layers: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    policy: Callable | None = struct.field(pytree_node=False, default=None)
+    params: Any = None
+    threshold: float = struct.field(pytree_node=False, default=0.5)
+    key: Array | None = None
+    guide: Array | None = None
+    guided: Array | None = None
+    probe: Array | None = None
+    probe_layer: int = struct.field(pytree_node=False, default=-1)
+    detach: Array | None = None  # true: the policy sees stop_gradient(x) (model frozen)
+
+    def select(self, j: int, x: Array, keep: Array) -> tuple[Array, Array]:
+        """`(keep [B, T] bool, probability [B, T] float32)` after selection `j`."""
+        if self.detach is not None:
+            x = jnp.where(self.detach, jax.lax.stop_gradient(x), x)
+        probability = self.policy(self.params[j], x).astype(jnp.float32)
+        if self.key is None:
+            action = probability >= self.threshold
+        else:
+            noise = jax.random.uniform(jax.random.fold_in(self.key, j), probability.shape)
+            action = noise < jax.lax.stop_gradient(probability)
+        if self.guide is not None:
+            action = jnp.where(self.guided[:, None], self._imitated(j, probability, keep), action)
+        is_cls = jnp.arange(keep.shape[-1])[None, :] == 0
+        return keep & (action | is_cls), probability
+
+    def _imitated(self, j: int, probability: Array, keep: Array) -> Array:
+        """The top round(sum of kept tokens' probabilities) tokens by `guide[:, j]`."""
+        count = jnp.round(jnp.sum(jnp.where(keep, probability, 0.0), -1, keepdims=True))
+        score = jnp.where(keep, self.guide[:, j], -jnp.inf)
+        rank = jnp.argsort(jnp.argsort(-score, axis=-1), axis=-1)
+        return jax.lax.stop_gradient(rank < count)
+
+
 def _per_layer(**kwargs):
     return struct.field(metadata={"per_layer": True}, **kwargs)
 
@@ -130,6 +184,7 @@ class Interventions:
     layers: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
     replace: Replace | None = None
     matmul: Matmul | None = struct.field(pytree_node=False, default=None)
+    tokens: TokenSelection | None = None
 
     def at_layer(self, i: int) -> "Interventions":
         """This struct with each per-layer field replaced by layer `i`'s slice."""

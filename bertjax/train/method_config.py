@@ -2,7 +2,7 @@
 
 Each block (`config.prune`, `config.structured`, `config.quant`, `config.distill`,
 `config.theseus`, `config.bitfit`, `config.layer_drop`, `config.early_exit`,
-`config.precision`) is read
+`config.token_reduction`, `config.precision`) is read
 by its method's own `from_config` with the block's field names; a block that is absent (or
 None), or whose `from_config` returns None (`precision.compute="fp32"`), means that
 method is off. `config.method_order` lists the blocks in the
@@ -19,13 +19,14 @@ from methods.base import Context, Method, compose
 from methods.bitfit import BitFit
 from methods.distill.theseus import ModuleReplacing
 from methods.dynamic.early_exit import EarlyExit
+from methods.dynamic.token_reduction import TokenReduction
 from methods.precision import Precision
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
 
 DEFAULT_ORDER = (
-    "prune", "structured", "theseus", "quant", "distill", "bitfit", "layer_drop", "early_exit",
-    "precision",
+    "prune", "structured", "theseus", "quant", "distill", "token_reduction", "bitfit",
+    "layer_drop", "early_exit", "precision",
 )  # fmt: skip
 
 REGISTRY = {
@@ -37,6 +38,7 @@ REGISTRY = {
     "bitfit": BitFit.from_config,
     "layer_drop": LayerDrop.from_config,
     "early_exit": EarlyExit.from_config,
+    "token_reduction": TokenReduction.from_config,
     "precision": Precision.from_config,
 }
 

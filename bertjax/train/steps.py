@@ -75,8 +75,17 @@ def train_step_fn(
     """
     method = method or Method()
 
+    def apply(params, batch, interventions, collect):
+        return model.apply(
+            {"params": params},
+            *(batch[k] for k in MODEL_INPUTS),
+            collect=collect,
+            interventions=interventions,
+        )
+
     def train_step(state: TrainState, batch: dict, teacher_params=None):
         step = state.step
+        batch, method_state = method.prepare(batch, state.params, state.method_state, step, apply)
         teacher_view = None
         if isinstance(teacher, str):  # "cached": the teacher's logits come with the batch
             teacher_view = ({"logits": batch["teacher_logits"]}, {})
@@ -89,12 +98,12 @@ def train_step_fn(
 
         def loss_fn(params):
             outputs, inter, stats = forward(
-                model, method, params, state.method_state, step, batch,
+                model, method, params, method_state, step, batch,
                 train=True, rng=state.step_rng(),
             )  # fmt: skip
             loss = task_loss(outputs["logits"], batch["labels"], batch["weights"], regression)
             total, metrics = method.loss(
-                loss, (outputs, inter), teacher_view, batch, params, state.method_state, step
+                loss, (outputs, inter), teacher_view, batch, params, method_state, step
             )
             return total, ({"task_loss": loss, **metrics}, stats)
 
@@ -102,9 +111,9 @@ def train_step_fn(
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         aux = jax.lax.stop_gradient({"metrics": metrics, "stats": stats})
-        method_state = method.update(state.method_state, params, grads, aux, step)
+        new_method_state = method.update(state.method_state, params, grads, aux, step)
         new_state = state.replace(
-            step=step + 1, params=params, opt_state=opt_state, method_state=method_state
+            step=step + 1, params=params, opt_state=opt_state, method_state=new_method_state
         )
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 

@@ -99,6 +99,18 @@ def each(check: Check) -> Check:
         return None
 
     return check_all
+def layer_indices(value: Any) -> str | None:
+    """A list of layer indices >= 1, increasing; empty means the method's default."""
+    fits = isinstance(value, list | tuple) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in value
+    )
+    if not fits or list(value) != sorted(set(value)):
+        return "must be an increasing list of layer indices >= 1 (empty: the default)"
+    return None
+
+
+def integer(value: Any) -> str | None:
+    return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
 
 
 FRACTION = between(0, 1)  # a share of training or of weights, both ends allowed
@@ -174,6 +186,16 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("early_exit.thresholds", each(between(0, math.inf, open_high=True))),
     ("early_exit.patiences", each(POSITIVE_INT)),
     ("early_exit.delta", between(0, math.inf, open_low=True, open_high=True)),
+    ("token_reduction.alpha", NON_NEGATIVE),
+    ("token_reduction.samples", at_least(2, integer=True)),
+    ("token_reduction.policy_fraction", FRACTION),
+    ("token_reduction.guide_fraction", FRACTION),
+    ("token_reduction.policy_lr", NON_NEGATIVE),
+    ("token_reduction.width", POSITIVE_INT),
+    ("token_reduction.threshold", between(0, 1, open_low=True, open_high=True)),
+    ("token_reduction.temperature", between(0, math.inf, open_low=True, open_high=True)),
+    ("token_reduction.layers", layer_indices),
+    ("token_reduction.guide_layer", integer),
 )
 
 # (smaller field, larger field): pairs that must be ordered.
