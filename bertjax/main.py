@@ -24,12 +24,29 @@ flags.DEFINE_bool(
     "overwrite", False, "Remove the workdir's run first (when it has another config)."
 )
 flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Multi-process run: jax.distributed.initialize() (auto-detected on TPU, Slurm, Open MPI).",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process run: HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS).",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "Multi-process run: how many processes (default $JAX_NUM_PROCESSES)."
+)
+flags.DEFINE_integer(
+    "process_id", None, "Multi-process run: this process, 0..N-1 (default $JAX_PROCESS_ID)."
+)
+DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "-?")
 USAGE = """\
 usage: python -m bertjax.main --config=configs/NAME.py[:KEY=VALUE,...] --workdir=DIR
-           [--config.FIELD=VALUE ...] [--overwrite] [--print_config] [--distributed]
+           [--config.FIELD=VALUE ...] [--overwrite] [--print_config]
+           [--distributed | --coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
   e.g. python -m bertjax.main --config=configs/finetune.py:model=minilm-l6-h384,task=rte \\
            --workdir=runs/rte --config.train.learning_rate=5e-5
@@ -59,8 +76,8 @@ def help_text() -> str:
     """Usage, the flags, and what there is to run (configs, tasks, models)."""
     from bertjax import catalog
 
-    names = ("config", "workdir", "overwrite", "print_config", "distributed")
-    described = [f"  --{name:<14}{FLAGS[name].help}" for name in names]
+    names = ("config", "workdir", "overwrite", "print_config", "distributed", *DISTRIBUTED_FLAGS)
+    described = [f"  --{name:<21}{FLAGS[name].help}" for name in names]
     return "\n".join([USAGE, "", "flags:", *described, "", catalog.catalog_text()]) + "\n"
 
 
@@ -77,6 +94,20 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def start_distributed() -> None:
+    """`jax.distributed` for a multi-process run (before anything touches devices):
+    with `--distributed`, or when any of `DISTRIBUTED_FLAGS` is set (flag or its
+    environment variable); a single-process run otherwise."""
+    from bertjax.train import distributed
+
+    settings = {name: FLAGS[name].value for name in DISTRIBUTED_FLAGS}
+    for name, value in settings.items():
+        if value is None:
+            settings[name] = distributed.from_environment(name)
+    if FLAGS.distributed or any(value is not None for value in settings.values()):
+        distributed.initialize(**settings)
+
+
 def main(argv: list[str]) -> None:
     """Trains `FLAGS.config` in `FLAGS.workdir` (flags already parsed)."""
     if len(argv) > 1:
@@ -85,10 +116,10 @@ def main(argv: list[str]) -> None:
     from bertjax.train.interrupt import Interrupted
     from bertjax.train.loop import train_and_evaluate
 
-    if FLAGS.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    try:
+        start_distributed()
+    except ValueError as err:
+        _fail(one_line(err))
     try:
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as err:

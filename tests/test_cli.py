@@ -122,6 +122,21 @@ def _commands(tmp_path, teacher_dir, finished):
             ["--config=configs/distill_kd.py:student=tiny,teacher=/no/teacher", workdir],
             "teacher '/no/teacher': not a directory, not in $BERTJAX_MODELS",
         ),
+        "half distributed": error(
+            [FINETUNE, workdir, "--num_processes=2"],
+            "--coordinator_address, --process_id missing: give all three of "
+            "coordinator_address, num_processes, process_id, or none",
+        ),
+        "process id": error(
+            [
+                FINETUNE,
+                workdir,
+                "--coordinator_address=127.0.0.1:1",
+                "--num_processes=2",
+                "--process_id=2",
+            ],
+            "--process_id must be an integer in [0, 1], got 2",
+        ),  # fmt: skip
         "no workdir": error(
             [FINETUNE], "--workdir is required (where checkpoints, logs and results go)"
         ),
@@ -163,6 +178,8 @@ def test_cli_help_errors_and_workdir_checks(tmp_path, teacher_dir, finished):
     configs = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
     assert all(f"\n  {name} " in records["help"]["stdout"] for name in configs)
     assert records["-h"]["stdout"] == records["helpfull"]["stdout"] == records["help"]["stdout"]
+    for flag in ("--distributed", "--coordinator_address", "--num_processes", "--process_id"):
+        assert f"\n  {flag} " in records["help"]["stdout"], flag
     assert "train_limit: 0" in records["print_config"]["stdout"]  # smoke=false is off
     # A finished run of the same config says so and skips; nothing was overwritten.
     assert records["finished"]["stderr"].splitlines()[-1] == (

@@ -28,7 +28,15 @@ from bertjax import models, paths
 from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
 from bertjax.models import layout
-from bertjax.train import calibration, checkpoint, evaluation, steps, validation, writers
+from bertjax.train import (
+    calibration,
+    checkpoint,
+    distributed,
+    evaluation,
+    steps,
+    validation,
+    writers,
+)
 from bertjax.train import interrupt as interrupt_lib
 from bertjax.train import mesh as mesh_lib
 from bertjax.train import teacher as teacher_lib
@@ -216,6 +224,8 @@ def startup_summary(run: Run, workdir: Path, start_step: int) -> str:
     """One line on what a run is about to do: data, steps, devices, method, resume state."""
     config = run.config
     devices = _plural(run.mesh.size, f"{run.mesh.devices.flat[0].platform} device")
+    if jax.process_count() > 1:
+        devices += f" in {jax.process_count()} processes"
     if not run.total_steps:
         plan = "no training steps (evaluation only)"
     else:
@@ -240,7 +250,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
     training save the current step and raise `interrupt.Interrupted`.
     """
     workdir = Path(workdir)
-    is_main = jax.process_index() == 0
+    is_main = distributed.is_main()  # the one process that writes files; all save checkpoints
     report = say if is_main else lambda line: None
     validation.check_config(config)
     finished = workdir_lib.prepare(workdir, config, overwrite=overwrite)
@@ -249,6 +259,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
         return finished
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier("workdir prepared")  # no process clears what another has written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start_step = manager.latest_step() or 0
     report(
@@ -277,7 +288,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
 
     if cache_teacher:
         teacher_logits = teacher_lib.cached_logits(
-            teacher, teacher_params, train_data, config.train.eval_batch_size, mesh, workdir
+            teacher,
+            teacher_params,
+            train_data,
+            config.train.eval_batch_size,
+            mesh,
+            workdir,
+            write=is_main,
         )
     train_step = steps.make_train_step(
         model,
@@ -301,9 +318,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
                 disable=not is_main,
             )
             checkpoint.save(manager, state, force=True)  # so that a rerun does not recalibrate
-        if stop:
+        signum = distributed.agreed_signal(stop.signum)
+        if signum:
             manager.wait_until_finished()
-            raise interrupt_lib.Interrupted(start_step, stop.signum)
+            raise interrupt_lib.Interrupted(start_step, signum)
         if start_step < total_steps:
             report("compiling the train step (the first step takes longest)")
         bar = tqdm(
@@ -329,12 +347,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
                     batch["teacher_logits"] = teacher_logits[index]
                 state, values = train_step(state, mesh_lib.shard_batch(batch, mesh), *step_extra)
                 step += 1
+                # Every process stops at the same step (a signal may reach only one).
+                signum = distributed.agreed_signal(stop.signum)
+                stopping = signum is not None
                 history.append((step, values))
                 window_examples += float(batch["weights"].sum())
                 bar.update(1)
                 end_of_epoch = step % steps_per_epoch == 0
                 log_now = step % config.train.log_every_steps == 0 or step == total_steps
-                if log_now or end_of_epoch or (stop and history):
+                if log_now or end_of_epoch or (stopping and history):
                     history = jax.device_get(history)
                     _check_finite(history)
                     seconds = time.perf_counter() - window_start
@@ -350,13 +371,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
                     )
                     bar.set_postfix(loss=f"{float(last['loss']):.4f}", ex_s=f"{rate:.1f}")
                     history, window_examples, window_start = [], 0.0, time.perf_counter()
-                if step % config.checkpoint.every_steps == 0 or step == total_steps or stop:
-                    checkpoint.save(manager, state, force=step == total_steps or bool(stop))
-                if stop:
+                if step % config.checkpoint.every_steps == 0 or step == total_steps or stopping:
+                    checkpoint.save(manager, state, force=step == total_steps or stopping)
+                if stopping:
                     bar.close()
                     manager.wait_until_finished()
                     writer.close()
-                    raise interrupt_lib.Interrupted(step, stop.signum)
+                    raise interrupt_lib.Interrupted(step, signum)
                 epoch_done = step // steps_per_epoch
                 if (
                     end_of_epoch

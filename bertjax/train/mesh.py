@@ -2,7 +2,8 @@
 
 Params and optimizer state are replicated; each batch is split along its
 first axis. Works the same on 1 CPU, 8 fake CPU devices, a GPU or a pod
-slice; on several hosts each process passes its local share of the batch.
+slice; in a multi-process run (`distributed.py`) the mesh spans every process's
+devices and each process feeds its own devices' rows of the batch.
 """
 
 import jax
@@ -31,25 +32,19 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch size") -> N
         raise ValueError(f"{name} {batch_size} is not divisible by the {mesh.size} devices")
 
 
-def process_rows(batch: dict[str, np.ndarray], index: int, count: int) -> dict[str, np.ndarray]:
-    """This process's contiguous share of a global batch (all of it on one host)."""
-    size = len(next(iter(batch.values())))
-    if size % count:
-        raise ValueError(f"batch size {size} is not divisible by the {count} processes")
-    share = size // count
-    return {k: v[index * share : (index + 1) * share] for k, v in batch.items()}
-
-
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Global arrays split over `data` from a global host batch.
 
-    Every process builds the same global batch (same seed); each contributes
-    its own rows, so multi-host runs (after `jax.distributed.initialize()`)
-    need no other change.
+    Every process builds the same global batch (same seed, same data) and hands
+    each of its own devices that device's rows (`make_array_from_callback`), so the
+    global batch of a multi-process run is the single-process one, whatever the
+    order of the processes' devices in the mesh.
     """
     sharding = data_sharded(mesh)
-    local = process_rows(batch, jax.process_index(), jax.process_count())
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+    return {
+        key: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+        for key, value in batch.items()
+    }
 
 
 def replicate(tree, mesh: Mesh):

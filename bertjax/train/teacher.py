@@ -74,11 +74,14 @@ def check_cacheable(config: ConfigDict, intermediates: tuple[str, ...]) -> bool:
     return True
 
 
-def cached_logits(teacher, teacher_params, encoded, batch_size: int, mesh, workdir) -> np.ndarray:
+def cached_logits(
+    teacher, teacher_params, encoded, batch_size: int, mesh, workdir, *, write: bool = True
+) -> np.ndarray:
     """The teacher's logits [N, labels] on every example of `encoded`, in example order.
 
     Read from `workdir/teacher_logits.npz` when it holds as many rows (a resumed
-    run), else predicted and written there (atomically: a killed write leaves no file).
+    run), else predicted and, with `write` (process 0 of a multi-process run), written
+    there (atomically: a killed write leaves no file).
     """
     path = Path(workdir) / CACHE_FILE
     if path.exists():
@@ -86,6 +89,8 @@ def cached_logits(teacher, teacher_params, encoded, batch_size: int, mesh, workd
             if stored["logits"].shape[0] == len(encoded):
                 return stored["logits"]
     logits = predict(steps.make_eval_step(teacher), teacher_params, {}, encoded, batch_size, mesh)
+    if not write:
+        return logits
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npz")
     np.savez(partial, logits=logits)

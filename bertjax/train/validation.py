@@ -5,10 +5,12 @@ Why: a bad value used to surface late and unnamed (`train.batch_size=0` died aft
 Each rule here names its field and the values it allows; the first violation is a
 one-line ValueError. Fields of a method block are checked only when the block is
 present; the methods' own `from_config` checks remain (they also guard notebooks
-that build methods directly).
+that build methods directly). `distributed_problem` checks the command line's
+multi-process settings the same way.
 """
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -237,3 +239,32 @@ def check_config(config: ConfigDict) -> None:
     found = problems(config)
     if found:
         raise ValueError(found[0])
+
+
+COORDINATOR_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def distributed_problem(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
+) -> str | None:
+    """What is wrong with explicit distributed settings (None: fine). All three unset
+    means auto-detection (TPU, Slurm, Open MPI); otherwise all three are needed."""
+    given = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
+    missing = [name for name, value in given.items() if value is None or value == ""]
+    if len(missing) == 3:
+        return None
+    if missing:
+        named = ", ".join(f"--{name}" for name in missing)
+        return f"{named} missing: give all three of {', '.join(given)}, or none"
+    match = COORDINATOR_ADDRESS.match(coordinator_address)
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        return f"--coordinator_address must be HOST:PORT, got {coordinator_address!r}"
+    if not isinstance(num_processes, int) or num_processes < 1:
+        return f"--num_processes must be an integer >= 1, got {num_processes!r}"
+    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        return f"--process_id must be an integer in [0, {num_processes - 1}], got {process_id!r}"
+    return None

@@ -119,10 +119,14 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     )
 
 
-def test_each_process_feeds_its_own_rows():
-    batch = {"x": np.arange(8), "y": np.arange(8) * 10}
-    parts = [mesh_lib.process_rows(batch, i, 4) for i in range(4)]
-    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), batch["x"])
-    np.testing.assert_array_equal(parts[2]["y"], [40, 50])
-    with pytest.raises(ValueError, match="3 processes"):
-        mesh_lib.process_rows(batch, 0, 3)
+def test_each_device_gets_its_own_rows_whatever_the_device_order():
+    # A mesh whose devices are not in id order (as processes' devices may interleave):
+    # device k of the mesh still holds rows 2k, 2k+1 of the global batch.
+    devices = np.asarray(jax.devices())[[3, 0, 7, 1, 6, 2, 5, 4]]
+    mesh = mesh_lib.make_mesh(list(devices))
+    batch = {"x": np.arange(16), "y": np.arange(16) * 10}
+    sharded = mesh_lib.shard_batch(batch, mesh)
+    np.testing.assert_array_equal(np.asarray(sharded["y"]), batch["y"])
+    rows = {shard.device: np.asarray(shard.data) for shard in sharded["x"].addressable_shards}
+    for k, device in enumerate(devices):
+        np.testing.assert_array_equal(rows[device], [2 * k, 2 * k + 1])
