@@ -116,6 +116,9 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("train.eval_every_epochs", POSITIVE_INT),
     ("checkpoint.every_steps", POSITIVE_INT),
     ("checkpoint.keep", POSITIVE_INT),
+    ("lowrank.rank", COUNT),  # 0: rank not chosen by count (energy or ratio is)
+    ("lowrank.energy", FRACTION),
+    ("lowrank.ratio", FRACTION),
     ("prune.kind", one_of(*PRUNING_KINDS)),
     ("prune.sparsity", PROBABILITY),
     ("prune.initial_sparsity", PROBABILITY),
