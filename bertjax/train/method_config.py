@@ -1,6 +1,6 @@
 """Compression methods from a run's config: a registry of config blocks.
 
-Each block (`config.lowrank`, `config.prune`, `config.structured`,
+Each block (`config.lowrank`, `config.ladabert`, `config.prune`, `config.structured`,
 `config.quant`, `config.distill`, `config.theseus`, `config.bitfit`, `config.layer_drop`,
 `config.precision`) is read
 by its method's own `from_config` with the block's field names; a block that is absent (or
@@ -19,18 +19,19 @@ from methods import distill, pruning, quant
 from methods.base import Context, Method, compose
 from methods.bitfit import BitFit
 from methods.distill.theseus import ModuleReplacing
-from methods.lowrank import LowRank
+from methods.lowrank import LadaBert, LowRank
 from methods.precision import Precision
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
 
 DEFAULT_ORDER = (
-    "lowrank", "prune", "structured", "theseus", "quant", "distill", "bitfit",
+    "lowrank", "ladabert", "prune", "structured", "theseus", "quant", "distill", "bitfit",
     "layer_drop", "precision",
 )  # fmt: skip
 
 REGISTRY = {
     "lowrank": LowRank.from_config,
+    "ladabert": LadaBert.from_config,
     "prune": pruning.from_config,
     "structured": StructuredPruning.from_config,
     "quant": quant.from_config,

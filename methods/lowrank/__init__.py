@@ -2,5 +2,6 @@
 magnitude pruning and distillation."""
 
 from methods.lowrank.factorize import LowRank, factorized_size
+from methods.lowrank.ladabert import LadaBert
 
-__all__ = ["LowRank", "factorized_size"]
+__all__ = ["LadaBert", "LowRank", "factorized_size"]

@@ -10,6 +10,8 @@ from bertjax import models
 from bertjax.bench.latency import model_size
 from bertjax.models import convert
 from bertjax.train import loop, steps
+from configs import finetune
+from configs import ladabert as ladabert_config
 from configs import lowrank as lowrank_config
 from methods.lowrank import LowRank, factorized_size, svd
 
@@ -133,3 +135,25 @@ def test_lowrank_run_trains_the_factors_and_exports_both(tmp_path, shrink):
     assert results["params"] == model_size(params)["params"]  # the factors, not W
     _, dense = models.load_pretrained(tmp_path / "export_fp32", head="classification")
     assert not convert.has_factorized(dense)
+
+
+@pytest.mark.slow  # ~60 s: a teacher, then LadaBERT end to end
+def test_ladabert_run_reaches_its_ratio_and_exports_factors(tmp_path, shrink):
+    loop.train_and_evaluate(
+        shrink(finetune.get_config("model=tiny,task=sst2,smoke=True")), tmp_path / "teacher"
+    )
+    teacher = tmp_path / "teacher" / "export"
+    config = shrink(
+        ladabert_config.get_config(f"teacher={teacher},task=sst2,smoke=True,target_ratio=0.4")
+    )
+    results = loop.train_and_evaluate(config, tmp_path / "lada")
+    assert results["method"] == "ladabert+distill_kd_soft_ce"
+    dense = results["lowrank_dense_params"]
+    assert results["ladabert_nonzero_factor_params"] == round(0.4 * dense)
+    _, params = models.load_pretrained(tmp_path / "lada" / "export", head="classification")
+    factors = [
+        np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if "encoder" in str(path) and path[-1].key in ("u", "v")
+    ]
+    assert sum(int(np.count_nonzero(f)) for f in factors) == round(0.4 * dense)
