@@ -124,6 +124,19 @@ def test_factorized_export_round_trip(tmp_path, classifier):
     np.testing.assert_allclose(_logits(model, dense, inputs), expected, atol=2e-5)
 
 
+def test_transformers_loads_the_remultiplied_export(tmp_path, classifier):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model, params = classifier
+    factored, _ = LowRank(rank=5).init(params, {})
+    out = models.save_pretrained(model, factored, tmp_path / "fp32", dequantize=True)
+    reference = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    inputs = _inputs(CONFIG, seed=4)
+    with torch.no_grad():
+        theirs = reference(**{k: torch.tensor(v, dtype=torch.long) for k, v in inputs.items()})
+    np.testing.assert_allclose(_logits(model, factored, inputs), theirs.logits.numpy(), atol=2e-5)
+
+
 @pytest.mark.slow  # ~25 s: a run end to end
 def test_lowrank_run_trains_the_factors_and_exports_both(tmp_path, shrink):
     config = shrink(lowrank_config.get_config("model=tiny,task=sst2,smoke=True,rank=4"))
