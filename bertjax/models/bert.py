@@ -26,6 +26,10 @@ may be a dict `{"qvalue": int8, "scale": float32[, "input_scale"]}` instead of a
 array; `Dense` then multiplies as the matmul intervention says (`Matmul.stored_int8`:
 int8 x int8 by default, bf16 weight-only with `BFLOAT16`) and `Embed` dequantizes the
 rows it gathers. Float params run exactly as before.
+
+Factorized (`methods/lowrank/`): a Dense `kernel` may be `{"u": [in, r], "v": [r, out]}`;
+`Dense` then runs two products, `(x @ u) @ v`, each as the matmul intervention's
+`dot_general` (fewer FLOPs than `x @ W` only when r < in * out / (in + out)).
 """
 
 from collections.abc import Sequence
@@ -117,20 +121,32 @@ class BertModule(nn.Module):
         )
 
 
-def _stored_int8(module: nn.Module, name: str) -> dict | None:
-    """The module's param `name` when it is stored in int8 (`convert.is_quantized`)."""
+def _stored(module: nn.Module, name: str) -> dict | None:
+    """The module's param `name` when it is in a stored form: int8 or factorized
+    (`convert.is_stored`)."""
     if module.has_variable("params", name):
         value = module.get_variable("params", name)
-        if convert.is_quantized(value):
+        if convert.is_stored(value):
             return value
     return None
 
 
+def _stored_shape(kernel: dict) -> tuple[int, int]:
+    """The [in, out] shape of the float kernel a stored one stands for."""
+    if convert.is_factorized(kernel):
+        return (kernel[convert.U].shape[0], kernel[convert.V].shape[-1])
+    return tuple(kernel[convert.QVALUE].shape)
+
+
 def dense_product(x: Array, kernel, interventions: Interventions, dtype) -> Array:
     """`x @ kernel` as the matmul intervention runs it: a stored-int8 kernel by its
-    `stored_int8` product, a float one by its `dot_general` in `dtype` (no bias)."""
+    `stored_int8` product, a factorized one as `(x @ u) @ v`, a float one by its
+    `dot_general` in `dtype` (no bias)."""
     if convert.is_quantized(kernel):
         return matmul_of(interventions).stored_int8(x, kernel).astype(dtype)
+    if convert.is_factorized(kernel):
+        inner = dense_product(x, kernel[convert.U], interventions, dtype)
+        return dense_product(inner, kernel[convert.V], interventions, dtype)
     x, kernel = promote_dtype(x, kernel, dtype=dtype)
     return dot_general_of(interventions)(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
@@ -139,7 +155,8 @@ class Dense(nn.Module):
     """`nn.Dense` (same params, same arithmetic) whose matmul the interventions set.
 
     A stored-int8 kernel (see the module doc) runs as the matmul intervention's
-    `stored_int8` product (`models/int8.py`; the operand intervention still sees the input)."""
+    `stored_int8` product (`models/int8.py`; the operand intervention still sees the input);
+    a factorized one as two products."""
 
     features: int
     dtype: Any = jnp.float32
@@ -148,11 +165,13 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x, interventions: Interventions = NONE):
-        kernel = _stored_int8(self, "kernel")
+        kernel = _stored(self, "kernel")
         if kernel is not None:
-            shape = tuple(kernel[convert.QVALUE].shape)
+            shape = _stored_shape(kernel)
             if shape != (x.shape[-1], self.features):
-                raise ValueError(f"{'/'.join(self.path)}: int8 kernel {shape} for input {x.shape}")
+                raise ValueError(
+                    f"{'/'.join(self.path)}: stored kernel {shape} for input {x.shape}"
+                )
         else:
             kernel = self.param(
                 "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
@@ -189,7 +208,7 @@ class Embed(nn.Module):
     def __call__(self, inputs):
         if not jnp.issubdtype(inputs.dtype, jnp.integer):
             raise ValueError("Input type must be an integer or unsigned integer.")
-        stored = _stored_int8(self, "embedding")
+        stored = _stored(self, "embedding")
         if stored is not None:
             rows = jnp.take(stored[convert.QVALUE], inputs, axis=0).astype(jnp.float32)
             scale = jnp.take(jnp.asarray(stored[convert.SCALE], jnp.float32), inputs, axis=0)
@@ -274,13 +293,16 @@ class SelfAttention(BertModule):
     def fused_projections(self, x, interventions: Interventions) -> Array | None:
         """`x @ [Wq Wk Wv] + [bq bk bv]` [B, T, 3 N D] as one product, or None where the
         three cannot share one: an intervention that sees each Dense's input (quantizer
-        statistics per site), mixed float/int8 kernels, or per-site static input scales."""
+        statistics per site), mixed float/int8 kernels, per-site static input scales, or
+        factorized kernels (each is two products of its own rank)."""
         if not matmul_of(interventions).fusable_projections:
             return None
         params = self.variables.get("params", {})
         if not all(name in params for name in QKV):
             return None
         kernels = [params[name]["kernel"] for name in QKV]
+        if any(convert.is_factorized(kernel) for kernel in kernels):
+            return None
         bias = jnp.concatenate([params[name]["bias"] for name in QKV]).astype(self.dtype)
         stored = [convert.is_quantized(kernel) for kernel in kernels]
         if all(stored):

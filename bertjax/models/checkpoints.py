@@ -9,6 +9,9 @@ Stored-int8 params (`methods/quant/storage.py`) are written as int8 tensors with
 their scales (`convert`'s module doc) and `config.json` `bertjax_quantization`;
 `load_pretrained` gives them back as int8 (the model runs them in int8), and
 `save_pretrained(..., dequantize=True)` writes the plain fp32 layout transformers loads.
+Factorized Dense kernels (`methods/lowrank/`) likewise: written as their two factors
+(`X.weight_u`, `X.weight_v`) with `bertjax_lowrank` in config.json, loaded back
+factorized, and multiplied out by `dequantize=True`.
 """
 
 import functools
@@ -109,7 +112,12 @@ def _cut_pad(x: np.ndarray, axis: int, width: int, fill: float = 0) -> np.ndarra
 def _on_kernel(kernel: Any, axis: int, fn) -> Any:
     """`fn(x, axis, fill)` applied to a kernel along `axis`. A stored-int8 kernel's values
     get zeros where padded; its per-output-channel scales follow a change of the output
-    axis, with scale 1 for padded channels (a zero channel is exact at any scale)."""
+    axis, with scale 1 for padded channels (a zero channel is exact at any scale). A
+    factorized kernel's input axis is its `u`'s first, its output axis its `v`'s last."""
+    if convert.is_factorized(kernel):
+        if axis % 2 == 0:
+            return {**kernel, convert.U: fn(np.asarray(kernel[convert.U]), 0, 0)}
+        return {**kernel, convert.V: fn(np.asarray(kernel[convert.V]), 1, 0)}
     if not convert.is_quantized(kernel):
         return fn(np.asarray(kernel), axis, 0)
     values = np.asarray(kernel[convert.QVALUE])
@@ -120,6 +128,8 @@ def _on_kernel(kernel: Any, axis: int, fn) -> Any:
 
 
 def _width(kernel: Any, axis: int) -> int:
+    if convert.is_factorized(kernel):
+        return np.shape(kernel[convert.U if axis % 2 == 0 else convert.V])[axis]
     values = kernel[convert.QVALUE] if convert.is_quantized(kernel) else kernel
     return np.shape(values)[axis]
 
@@ -212,11 +222,18 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
 
 def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked.
-    A stored-int8 leaf stays int8 (its values have the float leaf's shape)."""
+    A stored-int8 leaf stays int8 (its values have the float leaf's shape), a factorized
+    kernel stays factorized (`u @ v` has the float leaf's shape)."""
     out = {}
     for key, value in target.items():
         name = f"{prefix}/{key}" if prefix else key
-        if convert.is_quantized(loaded.get(key)):
+        if convert.is_factorized(loaded.get(key)):
+            u, v = loaded[key][convert.U], loaded[key][convert.V]
+            shape = (np.shape(u)[0], np.shape(v)[-1])
+            if shape != tuple(value.shape):
+                raise ValueError(f"{name}: checkpoint factors of {shape} != model {value.shape}")
+            out[key] = {k: jnp.asarray(f, dtype=value.dtype) for k, f in loaded[key].items()}
+        elif convert.is_quantized(loaded.get(key)):
             shape = tuple(np.shape(loaded[key][convert.QVALUE]))
             if shape != tuple(value.shape):
                 raise ValueError(f"{name}: checkpoint int8 shape {shape} != model {value.shape}")
@@ -273,8 +290,9 @@ def load_pretrained(
     """`(model, params)` from an HF-layout checkpoint; missing head params start random.
 
     A stored-int8 checkpoint (`bertjax_quantization` in config.json) loads as int8
-    params, not dequantized: the model runs its Dense layers in int8 (`dequantize=True`:
-    float32 params, e.g. to fine-tune further).
+    params, not dequantized: the model runs its Dense layers in int8; a factorized one
+    (`bertjax_lowrank`) loads its kernels as factors (`dequantize=True`: plain float32
+    params, e.g. to fine-tune further).
 
     `name_or_path` may also be a size from `variants` (`tiny`, `mini`, ...) for
     a random model. `num_labels` defaults to the checkpoint's when it has a
@@ -350,6 +368,28 @@ def quantization_info(params: dict) -> dict[str, Any]:
     }
 
 
+def lowrank_info(params: dict) -> dict[str, Any]:
+    """config.json's description of the factorized kernels of a params tree: each one's
+    rank by its '/'-joined path (`methods/lowrank/`)."""
+    ranks = {}
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            name = f"{path}/{key}" if path else key
+            if convert.is_factorized(value):
+                ranks[name] = int(np.shape(value[convert.U])[1])
+            elif isinstance(value, dict) and not convert.is_quantized(value):
+                walk(value, name)
+
+    walk(params, "")
+    return {
+        "format": "svd",
+        "product": "x @ u @ v",  # X.weight_u [r, in] = u.T, X.weight_v [out, r] = v.T
+        "factorized_kernels": len(ranks),
+        "ranks": ranks,
+    }
+
+
 def save_pretrained(
     model: BertModel,
     params: dict,
@@ -366,6 +406,8 @@ def save_pretrained(
     Stored-int8 params are written in int8 with their scales and described by
     config.json's `bertjax_quantization` (bertjax reads them; transformers does not);
     `dequantize=True` writes them as plain fp32 instead (`transformers` loads that).
+    Factorized kernels are written as their two factors (`bertjax_lowrank` in config.json)
+    and multiplied out by `dequantize=True`.
     """
     from safetensors.numpy import save_file
 
@@ -393,6 +435,8 @@ def save_pretrained(
     hf["torch_dtype"] = "float32"
     if convert.has_quantized(params):
         hf["bertjax_quantization"] = quantization_info(params)
+    if convert.has_factorized(params):
+        hf["bertjax_lowrank"] = lowrank_info(params)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     if isinstance(tokenizer, (str, Path)):

@@ -12,6 +12,11 @@ table [V, H] with one scale per row. In HF layout the int8 tensor keeps the leaf
 name (`...query.weight` int8 [out, in], `...word_embeddings.weight` int8 [V, H]) and
 the scales sit beside it: `...weight_scale` float32 [out] / [V], and with static
 activation scales `...input_scale` float32 [].
+
+Factorized (`methods/lowrank/`): a Dense `kernel` may be `{"u": [in, r], "v": [r, out]}`,
+the kernel being `u @ v`. In HF layout the pair sits where `X.weight` would, as
+`X.weight_u` [r, in] (= u.T) and `X.weight_v` [out, r] (= v.T), so that
+`X.weight = X.weight_v @ X.weight_u` in torch's [out, in] orientation.
 """
 
 from collections.abc import Mapping
@@ -29,6 +34,9 @@ SIDE_TREES = ("exit_heads",)
 QVALUE, SCALE, INPUT_SCALE = "qvalue", "scale", "input_scale"
 # HF-layout suffixes of the scales of the int8 tensor `X.weight`: `X.weight_scale`, ...
 _SCALE_SUFFIXES = {"weight_scale": SCALE, "input_scale": INPUT_SCALE}
+# A factorized kernel `u @ v`, and the HF-layout suffixes of its two factors.
+U, V = "u", "v"
+_FACTOR_SUFFIXES = {"weight_u": U, "weight_v": V}
 
 
 def is_quantized(node: Any) -> bool:
@@ -43,6 +51,28 @@ def has_quantized(tree: Any) -> bool:
     return isinstance(tree, Mapping) and any(has_quantized(v) for v in tree.values())
 
 
+def is_factorized(node: Any) -> bool:
+    """Whether `node` is a factorized Dense kernel (`{"u": [in, r], "v": [r, out]}`)."""
+    return isinstance(node, Mapping) and set(node) == {U, V}
+
+
+def has_factorized(tree: Any) -> bool:
+    """Whether any Dense kernel of a params tree is factorized."""
+    if is_factorized(tree):
+        return True
+    return isinstance(tree, Mapping) and any(has_factorized(v) for v in tree.values())
+
+
+def is_stored(node: Any) -> bool:
+    """Whether `node` is a param in a stored form (int8 or factorized), not a plain array."""
+    return is_quantized(node) or is_factorized(node)
+
+
+def has_stored(tree: Any) -> bool:
+    """Whether a params tree holds any stored-form leaf (what `dequantize` undoes)."""
+    return has_quantized(tree) or has_factorized(tree)
+
+
 def dequantize_leaf(name: str, node: Mapping) -> np.ndarray:
     """The float32 array of a stored-int8 leaf called `name` (`kernel` or `embedding`)."""
     values = np.asarray(node[QVALUE]).astype(np.float32)
@@ -53,9 +83,12 @@ def dequantize_leaf(name: str, node: Mapping) -> np.ndarray:
 
 
 def dequantize(tree: Any, name: str = "") -> Any:
-    """`tree` with every stored-int8 leaf replaced by its float32 array (numpy)."""
+    """`tree` as plain float32 arrays (numpy): every stored-int8 leaf dequantized, every
+    factorized kernel multiplied out (`u @ v`): the layout transformers loads."""
     if is_quantized(tree):
         return dequantize_leaf(name, tree)
+    if is_factorized(tree):
+        return np.asarray(tree[U], np.float32) @ np.asarray(tree[V], np.float32)
     if isinstance(tree, Mapping):
         return {k: dequantize(v, k) for k, v in tree.items()}
     return tree
@@ -96,12 +129,27 @@ def from_hf_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Nested params (`{"bert": ..., "classifier": ..., "cls": ...}`) from an HF state dict."""
     params: dict[str, Any] = {}
     extras: dict[str, dict[str, np.ndarray]] = {}  # HF weight key -> its int8 scales
+    factors: dict[str, dict[str, np.ndarray]] = {}  # HF weight key -> its two factors
     for key, value in state.items():
         head, _, leaf = key.rpartition(".")
         if leaf in _SCALE_SUFFIXES:
             extras.setdefault(f"{head}.weight", {})[_SCALE_SUFFIXES[leaf]] = np.asarray(value)
+        elif leaf in _FACTOR_SUFFIXES:  # stored transposed, as torch's [out, in]
+            factors.setdefault(f"{head}.weight", {})[_FACTOR_SUFFIXES[leaf]] = np.asarray(
+                value, np.float32
+            ).T
+    for key, factor in factors.items():
+        if set(factor) != {U, V} or key in state:
+            raise ValueError(f"{key}: a factorized kernel needs weight_u and weight_v only")
+        if factor[U].shape[1] != factor[V].shape[0]:
+            raise ValueError(f"{key}: factor ranks differ ({factor[U].shape}, {factor[V].shape})")
+        mapped = hf_key_to_path(key)
+        node = params
+        for part in mapped[0][:-1]:
+            node = node.setdefault(part, {})
+        node[mapped[0][-1]] = factor
     for key, value in state.items():
-        if key.rpartition(".")[2] in _SCALE_SUFFIXES:
+        if key.rpartition(".")[2] in (*_SCALE_SUFFIXES, *_FACTOR_SUFFIXES):
             continue
         mapped = hf_key_to_path(key)
         if mapped is None:
@@ -126,7 +174,7 @@ def from_hf_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()):
     for key, value in tree.items():
-        if isinstance(value, Mapping) and not is_quantized(value):
+        if isinstance(value, Mapping) and not is_stored(value):
             yield from _flatten(value, (*prefix, key))
         else:
             yield (*prefix, key), value
@@ -154,9 +202,18 @@ def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict
     """HF state dict of our params; `prefix_encoder` adds `bert.` (task models).
 
     Float leaves are written as float32; stored-int8 leaves as int8 with their
-    scales (`X.weight_scale`, `X.input_scale`; see the module doc)."""
+    scales (`X.weight_scale`, `X.input_scale`), factorized kernels as their two factors
+    (`X.weight_u`, `X.weight_v`; see the module doc)."""
     state = {}
     for path, value in _flatten(params):
+        if is_factorized(value):
+            if path[-1] != "kernel":
+                raise ValueError(f"{'/'.join(path)}: only Dense kernels are factorized")
+            parts = list(path[1:] if path[0] == "bert" and not prefix_encoder else path)
+            for suffix, field in _FACTOR_SUFFIXES.items():
+                factor = np.asarray(value[field], np.float32).T
+                state[".".join([*parts[:-1], suffix])] = np.ascontiguousarray(factor)
+            continue
         quantized = value if is_quantized(value) else None
         value = np.asarray(value[QVALUE] if quantized else value)
         value = value.astype(np.int8 if quantized else np.float32, copy=False)

@@ -3,9 +3,9 @@
 Meeting point of model, data, optimizer and compression methods.
 A run writes to `workdir`: `config.json`, `checkpoints/` (orbax, resumed
 automatically), `metrics.jsonl`, `tensorboard/`, `results.json` and the final
-model in HF layout under `export/` (stored-int8 models: the int8 artifact, and its
-fp32 copy under `export_fp32/`). Before anything loads, the config is checked
-(`validation`) and so is the workdir (`workdir`: a run of another config is refused,
+model in HF layout under `export/` (stored-form models, int8 or factorized: the stored
+artifact, and its plain fp32 copy under `export_fp32/`). Before anything loads, the config
+is checked (`validation`) and so is the workdir (`workdir`: a run of another config is refused,
 a finished run of the same config is skipped). SIGINT / SIGTERM save the current
 step and raise `interrupt.Interrupted`. Progress lines go to stderr.
 """
@@ -442,9 +442,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
         )
     if is_main:
         if config.export:
-            # A stored-int8 model (quant int8) also gets its dequantized fp32 copy.
-            int8 = models.convert.has_quantized(final_params)
-            for name, dequantize in [("export", False)] + [("export_fp32", True)] * int8:
+            # A stored-form model (int8, factorized) also gets its plain fp32 copy.
+            stored = models.convert.has_stored(final_params)
+            for name, dequantize in [("export", False)] + [("export_fp32", True)] * stored:
                 models.save_pretrained(
                     model,
                     final_params,

@@ -1,12 +1,13 @@
 """Compression methods from a run's config: a registry of config blocks.
 
-Each block (`config.prune`, `config.structured`, `config.quant`, `config.distill`,
-`config.theseus`, `config.bitfit`, `config.layer_drop`, `config.early_exit`,
-`config.token_reduction`, `config.precision`) is read
+Each block (`config.lowrank`, `config.ladabert`, `config.prune`, `config.structured`,
+`config.quant`, `config.distill`, `config.theseus`, `config.bitfit`, `config.layer_drop`,
+`config.early_exit`, `config.token_reduction`, `config.precision`) is read
 by its method's own `from_config` with the block's field names; a block that is absent (or
 None), or whose `from_config` returns None (`precision.compute="fp32"`), means that
 method is off. `config.method_order` lists the blocks in the
-order `compose` applies them; Theseus comes before quantization (its successor
+order `compose` applies them; factorization comes first (pruning then sees the
+factors, whose shapes the optimizer state takes); Theseus comes before quantization (its successor
 layers must exist when activation sites are enumerated), layer dropping comes last
 because its `finalize` renumbers layers. results.json's `method` is the composed method's
 `name` ("finetune" for none).
@@ -20,16 +21,19 @@ from methods.bitfit import BitFit
 from methods.distill.theseus import ModuleReplacing
 from methods.dynamic.early_exit import EarlyExit
 from methods.dynamic.token_reduction import TokenReduction
+from methods.lowrank import LadaBert, LowRank
 from methods.precision import Precision
 from methods.pruning.layer_drop import LayerDrop
 from methods.pruning.structured import StructuredPruning
 
 DEFAULT_ORDER = (
-    "prune", "structured", "theseus", "quant", "distill", "token_reduction", "bitfit",
-    "layer_drop", "early_exit", "precision",
+    "lowrank", "ladabert", "prune", "structured", "theseus", "quant", "distill",
+    "token_reduction", "bitfit", "layer_drop", "early_exit", "precision",
 )  # fmt: skip
 
 REGISTRY = {
+    "lowrank": LowRank.from_config,
+    "ladabert": LadaBert.from_config,
     "prune": pruning.from_config,
     "structured": StructuredPruning.from_config,
     "quant": quant.from_config,

@@ -146,6 +146,13 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("train.eval_every_epochs", POSITIVE_INT),
     ("checkpoint.every_steps", POSITIVE_INT),
     ("checkpoint.keep", POSITIVE_INT),
+    ("lowrank.rank", COUNT),  # 0: rank not chosen by count (energy or ratio is)
+    ("lowrank.energy", FRACTION),
+    ("lowrank.ratio", FRACTION),
+    ("ladabert.target_ratio", between(0, 1, open_low=True, open_high=True)),
+    ("ladabert.factor_ratio", FRACTION),  # 0: sqrt(target_ratio)
+    ("ladabert.rounds", POSITIVE_INT),
+    ("ladabert.end_fraction", FRACTION),
     ("prune.kind", one_of(*PRUNING_KINDS)),
     ("prune.sparsity", PROBABILITY),
     ("prune.initial_sparsity", PROBABILITY),
