@@ -5,8 +5,8 @@ A corpus is a plain-text file (optionally gzipped; WikiText-2 raw:
 without special tokens, concatenated into one stream of WordPiece ids, and cut
 into chunks of `seq_len - 2` ids, each written as `[CLS] ids [SEP]`: every chunk
 is exactly `seq_len` long, so batches need no padding and a jitted step compiles
-once. The chunks are cached as .npz keyed by the tokenizer, `seq_len` and the
-file's contents (as `tokenizer.encode` caches GLUE splits).
+once. The id stream is cached as .npz keyed by the tokenizer and the file's
+contents (as `tokenizer.encode` caches GLUE splits); chunking is cheap and done on load.
 
 Batches are dicts of numpy arrays, as `pipeline` makes them: `input_ids`,
 `attention_mask` (all ones), `token_type_ids` (zeros) [B, T] int32 and `weights` [B]
@@ -70,16 +70,27 @@ def chunk_ids(stream: np.ndarray, seq_len: int, cls_id: int, sep_id: int) -> np.
     return np.concatenate([cls, pieces, sep], axis=1)
 
 
-def _cache_file(tokenizer, path: Path, seq_len: int) -> Path:
+def _cache_file(tokenizer, path: Path) -> Path:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    key = {
-        "version": _CACHE_VERSION,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seq_len": seq_len,
-        "file": digest,
-    }
+    key = {"version": _CACHE_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer), "file": digest}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return paths.cache_root() / "corpus" / f"{path.name.split('.')[0]}-L{seq_len}-{name}.npz"
+    return paths.cache_root() / "corpus" / f"{path.name.split('.')[0]}-{name}.npz"
+
+
+def load_stream(tokenizer: transformers.PreTrainedTokenizerBase, path: str | Path) -> np.ndarray:
+    """The file's WordPiece ids, one stream [N] int32 (cached per tokenizer and contents)."""
+    path = Path(path)
+    cache = _cache_file(tokenizer, path)
+    if cache.is_file():
+        with np.load(cache) as data:
+            return data["ids"]
+    encoded = tokenizer(read_lines(path), add_special_tokens=False, verbose=False)["input_ids"]
+    stream = np.fromiter((i for ids in encoded for i in ids), np.int32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".tmp", delete=False) as f:
+        np.savez(f, ids=stream)
+    os.replace(f.name, cache)
+    return stream
 
 
 def load_chunks(
@@ -91,20 +102,9 @@ def load_chunks(
     limit: int = 0,
     data_dir: str | Path | None = None,
 ) -> np.ndarray:
-    """[N, seq_len] int32 chunks of a corpus split (cached); `limit` > 0 keeps the first N."""
-    path = corpus_path(corpus, split, data_dir)
-    cache = _cache_file(tokenizer, path, seq_len)
-    if cache.is_file():
-        with np.load(cache) as data:
-            chunks = data["chunks"]
-    else:
-        encoded = tokenizer(read_lines(path), add_special_tokens=False, verbose=False)["input_ids"]
-        stream = np.fromiter((i for ids in encoded for i in ids), np.int32)
-        chunks = chunk_ids(stream, seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, chunks=chunks)
-        os.replace(f.name, cache)
+    """[N, seq_len] int32 chunks of a corpus split; `limit` > 0 keeps the first N."""
+    stream = load_stream(tokenizer, corpus_path(corpus, split, data_dir))
+    chunks = chunk_ids(stream, seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
     return chunks[:limit] if limit else chunks
 
 

@@ -31,7 +31,8 @@ def model_params(params: dict) -> dict:
     return {k: v for k, v in params.items() if k != PARAMS_KEY}
 
 
-def _apply(model, params, batch, *, rng=None, interventions=None, collect=COLLECT):
+def apply_model(model, params, batch, *, rng=None, interventions=None, collect=COLLECT):
+    """The intermediates of `model` on `batch` (params with the projection hidden)."""
     _, inter = model.apply(
         {"params": model_params(params)},
         *(batch[k] for k in MODEL_INPUTS),
@@ -47,8 +48,8 @@ def student_loss_fn(model, teacher, pairs, embedding) -> Callable:
     """`loss(params, teacher_params, batch, rng=None) -> (loss, metrics)`."""
 
     def loss(params, teacher_params, batch, rng=None):
-        teacher_inter = _apply(teacher, teacher_params, batch)
-        student_inter = _apply(model, params, batch, rng=rng)
+        teacher_inter = apply_model(teacher, teacher_params, batch)
+        student_inter = apply_model(model, params, batch, rng=rng)
         return general.layer_loss(student_inter, teacher_inter, batch, params, pairs, embedding)
 
     return loss
@@ -60,7 +61,7 @@ def supernet_loss_fn(model, teacher) -> Callable:
     layers = teacher.config.num_hidden_layers
 
     def loss(params, teacher_inter, batch, masks, rng=None):
-        inter = _apply(
+        inter = apply_model(
             model,
             params,
             batch,
@@ -101,7 +102,7 @@ def supernet_step_fn(model, teacher) -> Callable:
 
     def step(state: TrainState, teacher_params, batch, masks):
         teacher_inter = jax.lax.stop_gradient(
-            _apply(teacher, teacher_params, batch, collect=("hidden", "attn_scores"))
+            apply_model(teacher, teacher_params, batch, collect=("hidden", "attn_scores"))
         )
         count = masks["layer_mask"].shape[0]
         rng = state.step_rng()
@@ -157,7 +158,9 @@ def make_supernet_eval(model, teacher) -> Callable:
     loss_fn = supernet_loss_fn(model, teacher)
 
     def evaluate(params, teacher_params, batch, masks):
-        teacher_inter = _apply(teacher, teacher_params, batch, collect=("hidden", "attn_scores"))
+        teacher_inter = apply_model(
+            teacher, teacher_params, batch, collect=("hidden", "attn_scores")
+        )
         loss, metrics = loss_fn(params, teacher_inter, batch, masks)
         return {"loss": loss, **metrics}
 

@@ -120,7 +120,9 @@ def test_supernet_gradients_are_the_mean_over_archs():
     state = TrainState.create(params, optax.sgd(1.0), seed=0)
     new_state, _ = steps.supernet_step_fn(model, teacher)(state, teacher_params, batch, stacked)
     loss_fn = steps.supernet_loss_fn(model, teacher)
-    teacher_inter = steps._apply(teacher, teacher_params, batch, collect=("hidden", "attn_scores"))
+    teacher_inter = steps.apply_model(
+        teacher, teacher_params, batch, collect=("hidden", "attn_scores")
+    )
     rng = state.step_rng()
     grads = [
         jax.grad(
