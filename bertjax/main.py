@@ -113,6 +113,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {argv[1:]}")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    from bertjax.pretrain.general import general_distill, is_general
     from bertjax.train.interrupt import Interrupted
     from bertjax.train.loop import train_and_evaluate
 
@@ -121,7 +122,9 @@ def main(argv: list[str]) -> None:
     except ValueError as err:
         _fail(one_line(err))
     try:
-        results = train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+        # A config with a `corpus` block distils on unlabeled text (no task, no head).
+        run_config = general_distill if is_general(FLAGS.config) else train_and_evaluate
+        results = run_config(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as err:
         _fail(one_line(err))
     except Interrupted as interrupted:

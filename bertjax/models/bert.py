@@ -82,6 +82,39 @@ def _layer_norm(module: nn.Module, name: str = "LayerNorm") -> nn.LayerNorm:
     )
 
 
+class MaskedLayerNorm(nn.Module):
+    """LayerNorm over the widths where `mask` [H] is set, zero elsewhere: the first-h
+    slice's LayerNorm, at full width (same params `scale`, `bias` as `nn.LayerNorm`)."""
+
+    epsilon: float = 1e-12
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask):
+        width = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (width,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (width,), self.param_dtype)
+        x = x.astype(jnp.float32)
+        keep = mask.astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(keep), 1.0)
+        mean = jnp.sum(x * keep, axis=-1, keepdims=True) / count
+        centered = (x - mean) * keep
+        variance = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) / count
+        y = centered * jax.lax.rsqrt(variance + self.epsilon) * scale + bias
+        return (y * keep).astype(self.dtype)
+
+
+def layer_norm(module: nn.Module, x, interventions, name: str = "LayerNorm"):
+    """The block's LayerNorm of `x`; over the `hidden_mask` widths only when one is set."""
+    mask = interventions.hidden_mask if interventions is not None else None
+    if mask is None:
+        return _layer_norm(module, name)(x)
+    cfg = module.config
+    norm = MaskedLayerNorm(cfg.layer_norm_eps, module.dtype, module.param_dtype, name=name)
+    return norm(x, mask)
+
+
 def operand(module: nn.Module, x: Array, site: str, interventions: Interventions) -> Array:
     """`x` as the matmul intervention presents it; its statistic (if any) is stored in
     the `quant_stats` collection under the module's path and `site`, when mutable."""
@@ -99,9 +132,9 @@ def operand(module: nn.Module, x: Array, site: str, interventions: Interventions
 def attention_bias(attention_mask: Array) -> Array:
     """The additive mask over keys [B, 1, 1, T]: 0 where attended, float32's minimum
     where padded (`attention_mask` [B, T], nonzero = a real token)."""
-    return jnp.where(
-        attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
-    ).astype(jnp.float32)
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(
+        jnp.float32
+    )
 
 
 class BertModule(nn.Module):
@@ -227,7 +260,7 @@ class Embed(nn.Module):
 
 class Embeddings(BertModule):
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    def __call__(self, input_ids, token_type_ids, deterministic: bool, interventions=NONE):
         cfg = self.config
         embed = lambda n, name: Embed(  # noqa: E731
             n,
@@ -243,7 +276,7 @@ class Embeddings(BertModule):
             + embed(cfg.max_position_embeddings, "position_embeddings")(positions)
             + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         )
-        x = _layer_norm(self)(x)
+        x = layer_norm(self, x, interventions)
         return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
@@ -327,7 +360,7 @@ class DenseResidualNorm(BertModule):
         cfg = self.config
         x = dense(self, cfg.hidden_size, "dense")(x, interventions)
         x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
-        return _layer_norm(self)(x + residual)
+        return layer_norm(self, x + residual, interventions)
 
 
 class Attention(BertModule):
@@ -389,9 +422,12 @@ class LayerStack(BertModule):
                 mask_bias = jnp.where(keep[:, None, None, :], mask_bias, _MASKED)
                 if "tokens" in collect:
                     inter[f"token_prob/{i}"], inter[f"token_keep/{i}"] = probability, keep
-            x, extra = Layer(**{**self.kwargs(), "layer": i}, name=str(i))(
+            out, extra = Layer(**{**self.kwargs(), "layer": i}, name=str(i))(
                 x, mask_bias, deterministic=deterministic, interventions=interventions.at_layer(i)
             )
+            # A layer off in `layer_mask` passes its input through (supernet depth as data).
+            runs = None if interventions.layer_mask is None else interventions.layer_mask[i]
+            x = out if runs is None else jnp.where(runs, out, x)
             if tokens is not None and tokens.probe is not None and i == tokens.probe_layer:
                 x = x + tokens.probe
             if "hidden" in collect:
@@ -450,7 +486,10 @@ class Pooler(BertModule):
 
     @nn.compact
     def __call__(self, x, interventions: Interventions):
-        return jnp.tanh(dense(self, self.config.hidden_size, "dense")(x[:, 0], interventions))
+        pooled = jnp.tanh(dense(self, self.config.hidden_size, "dense")(x[:, 0], interventions))
+        if interventions.hidden_mask is not None:
+            pooled = pooled * interventions.hidden_mask.astype(pooled.dtype)
+        return pooled
 
 
 class BertEncoder(BertModule):
@@ -486,7 +525,9 @@ class BertEncoder(BertModule):
             raise ValueError(f"layers {layers} out of range for {cfg.num_hidden_layers} layers")
         kw = self.kwargs()
 
-        x = Embeddings(**kw, name="embeddings")(input_ids, token_type_ids, deterministic)
+        x = Embeddings(**kw, name="embeddings")(
+            input_ids, token_type_ids, deterministic, interventions
+        )
         inter = {"embeddings": x} if "embeddings" in collect else {}
         mask_bias = attention_bias(attention_mask)
         encoder = Encoder(self.config, self.dtype, self.param_dtype, name="encoder")

@@ -43,9 +43,13 @@ class BertConfig:
     # (HF's `pruned_heads`), and FFN widths. Empty means none removed / uniform.
     pruned_heads: tuple[tuple[int, ...], ...] = ()
     intermediate_sizes: tuple[int, ...] = ()
+    # Width of one attention head; 0 means hidden_size / num_attention_heads (BERT's rule).
+    # Set when the q/k/v width (heads x head size) differs from the hidden width
+    # (AutoTinyBERT sub-models): transformers cannot load such a model, bertjax can.
+    attention_head_size: int = 0
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
+        if not self.attention_head_size and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of "
                 f"num_attention_heads {self.num_attention_heads}"
@@ -59,7 +63,7 @@ class BertConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.attention_head_size or self.hidden_size // self.num_attention_heads
 
     def heads_in_layer(self, layer: int) -> int:
         """Attention heads that layer `layer` still has."""
@@ -95,6 +99,8 @@ class BertConfig:
         if pruned:
             removed = {int(k): tuple(sorted(v)) for k, v in pruned.items()}
             fields["pruned_heads"] = tuple(removed.get(i, ()) for i in range(layers))
+        if hf.get("bertjax_attention_head_size"):
+            fields["attention_head_size"] = int(hf["bertjax_attention_head_size"])
         if hf.get("bertjax_intermediate_sizes"):
             fields["intermediate_sizes"] = tuple(hf["bertjax_intermediate_sizes"])
         return cls(**fields)
@@ -114,6 +120,8 @@ class BertConfig:
             out["bertjax_pruned_heads"] = {
                 str(i): list(h) for i, h in enumerate(self.pruned_heads) if h
             }
+        if self.attention_head_size:
+            out["bertjax_attention_head_size"] = self.attention_head_size
         if self.intermediate_sizes:
             out["intermediate_size"] = max(self.intermediate_sizes)
             out["bertjax_intermediate_sizes"] = list(self.intermediate_sizes)

@@ -9,6 +9,10 @@ Fields (all optional; `None` = the plain BERT forward):
   head_mask [L, N]     multiplies each head's attention probabilities (HF semantics)
   ffn_mask  [L, I]     multiplies FFN activations (neuron pruning)
   layers    tuple      indices of the layers that run, in order (layer dropping)
+  hidden_mask [H]      the hidden widths that exist (AutoTinyBERT supernet): LayerNorms
+                       normalise over them only and zero the rest, the pooler too
+  layer_mask  [L]      per layer, whether it runs (else its input passes through): depth
+                       as data, one compiled graph for every sampled depth
   replace   Replace    module replacing (BERT-of-Theseus): which layers form a module
                        and, per module, whether its successor runs (`nn.cond`)
   matmul    Matmul     how every matmul runs: each Dense layer and both attention
@@ -182,6 +186,8 @@ class Interventions:
     head_mask: Array | None = _per_layer(default=None)
     ffn_mask: Array | None = _per_layer(default=None)
     layers: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+    hidden_mask: Array | None = None
+    layer_mask: Array | None = _per_layer(default=None)
     replace: Replace | None = None
     matmul: Matmul | None = struct.field(pytree_node=False, default=None)
     tokens: TokenSelection | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
-from bertjax.data import tasks
+from bertjax.data import corpus, tasks
 from bertjax.models.interventions import COMPUTE
 from methods.distill import KINDS as DISTILL_KINDS
 from methods.distill.layer_maps import MAPS
@@ -115,6 +115,17 @@ def integer(value: Any) -> str | None:
     return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
 
 
+def known_corpus(value: Any) -> str | None:
+    """A corpus: a name of `corpus.CORPORA` or an existing text file."""
+    if value in corpus.CORPORA or (isinstance(value, str) and Path(value).is_file()):
+        return None
+    return f"must be a text file or one of {sorted(corpus.CORPORA)}"
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
 FRACTION = between(0, 1)  # a share of training or of weights, both ends allowed
 PROBABILITY = between(0, 1, open_high=True)  # a share that cannot be all (dropout, sparsity)
 POSITIVE_INT = at_least(1, integer=True)
@@ -191,6 +202,21 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("layer_drop.drop", COUNT),
     ("layer_drop.strategy", one_of(*STRATEGIES, "contribution")),
     ("layer_drop.calibration_batches", POSITIVE_INT),
+    ("corpus.name", known_corpus),
+    ("corpus.root", directory_or_empty),
+    ("corpus.seq_len", between(3, 512, integer=True)),
+    ("corpus.train_limit", COUNT),
+    ("corpus.eval_limit", COUNT),
+    ("corpus.eval_split", one_of(*corpus.SPLITS)),
+    ("distill.embedding", boolean),
+    ("train.num_steps", POSITIVE_INT),
+    ("train.eval_every_steps", POSITIVE_INT),
+    ("supernet.archs_per_step", POSITIVE_INT),
+    ("supernet.init", one_of("teacher", "random")),
+    ("supernet.layers", each(POSITIVE_INT)),
+    ("supernet.hidden", each(POSITIVE_INT)),
+    ("supernet.heads", each(POSITIVE_INT)),
+    ("supernet.ffn", each(POSITIVE_INT)),
     ("early_exit.strategy", one_of(*EXIT_STRATEGIES)),
     ("early_exit.thresholds", each(between(0, math.inf, open_high=True))),
     ("early_exit.patiences", each(POSITIVE_INT)),

@@ -30,6 +30,7 @@ RUN_OUTPUTS = (
     "export",
     "export_fp32",
     CACHE_FILE,
+    "projection.npz",  # general distillation's projection (bertjax.pretrain.general)
 )
 # Fields that change how often a run logs, evaluates on the way or saves, not its result;
 # and `smoke`, a label (what smoke mode changes is in the other fields; runs saved before
@@ -39,6 +40,7 @@ NEUTRAL_FIELDS = (
     "checkpoint.keep",
     "train.log_every_steps",
     "train.eval_every_epochs",
+    "train.eval_every_steps",
     "smoke",
 )
 # Fields a run fills in itself when left empty (contribution layer dropping measures its

@@ -1,0 +1,123 @@
+"""AutoTinyBERT's latency predictor, fitted on *measured* latency of extracted sub-models.
+
+`measure` extracts a sub-model (`submodel.slice_params`), builds it as a standalone model
+and times its compiled forward (`bench.latency`: warm-up, blocked calls, median of the
+repeats) at each batch size. `Predictor` is a least-squares fit, per batch size, of
+median milliseconds on the terms a uniform BERT's forward costs at a fixed sequence length:
+
+  1, L, L*h*q (attention projections), L*h*f (FFN), L*q (attention products, x T),
+  L*h (LayerNorms, residuals, biases), h (embeddings)
+
+(the paper fits an MLP on the architecture; with a handful of measured sub-models a
+model linear in these costs has far fewer free parameters). It round-trips through
+JSON (`to_json` / `from_json`).
+"""
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bertjax.bench import latency as bench
+from bertjax.models import build
+from bertjax.models.config import BertConfig
+from bertjax.models.submodel import Arch, slice_params, sub_config
+
+TERMS = ("1", "L", "L*h*q", "L*h*f", "L*q", "L*h", "h")
+
+
+def features(arch: Arch, head_dim: int) -> np.ndarray:
+    """[len(TERMS)] cost terms of `arch` (widths in units of 100 for conditioning)."""
+    layers, h, q, f = arch.layers, arch.hidden / 100, arch.qkv(head_dim) / 100, arch.ffn / 100
+    return np.asarray([1.0, layers, layers * h * q, layers * h * f, layers * q, layers * h, h])
+
+
+def measure(
+    params: dict,
+    config: BertConfig,
+    arch: Arch,
+    batch_sizes: Sequence[int] = (1, 32),
+    seq_len: int = 128,
+    repeats: int = 5,
+) -> dict[int, float]:
+    """Median milliseconds of the extracted sub-model's jitted forward, per batch size.
+
+    `params` is a full-size encoder tree (no head) of `config` (a supernet's export)."""
+    small_config = sub_config(config, arch)
+    model, _ = build(small_config)
+    sliced = slice_params(params, config, arch)
+    out = {}
+    for batch_size in batch_sizes:
+        forward = bench.make_forward(model, sliced, batch_size, seq_len)
+        times = bench.time_fn(forward, warmup=2, repeats=repeats)
+        out[batch_size] = bench.summarize(times)["median_ms"]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """Latency in milliseconds of an `Arch` at `seq_len`, per batch size: `coefficients[b] @
+    features(arch)`."""
+
+    head_dim: int
+    seq_len: int
+    coefficients: dict[int, tuple[float, ...]]
+
+    @classmethod
+    def fit(
+        cls, archs: Sequence[Arch], seconds: Sequence[dict[int, float]], head_dim: int, seq_len: int
+    ) -> "Predictor":
+        """Least squares over the measured `(arch, {batch: milliseconds})` pairs."""
+        if len(archs) != len(seconds) or not archs:
+            raise ValueError("need one measurement per architecture, and at least one")
+        x = np.stack([features(arch, head_dim) for arch in archs])
+        coefficients = {}
+        for batch_size in seconds[0]:
+            y = np.asarray([s[batch_size] for s in seconds])
+            solution, *_ = np.linalg.lstsq(x, y, rcond=None)
+            coefficients[int(batch_size)] = tuple(float(c) for c in solution)
+        return cls(head_dim, seq_len, coefficients)
+
+    def predict(self, arch: Arch, batch_size: int) -> float:
+        if batch_size not in self.coefficients:
+            raise ValueError(f"no fit for batch {batch_size}; fitted: {sorted(self.coefficients)}")
+        return float(np.dot(self.coefficients[batch_size], features(arch, self.head_dim)))
+
+    def errors(self, archs: Sequence[Arch], seconds: Sequence[dict[int, float]]) -> dict:
+        """Per batch size: mean and max |predicted - measured| / measured over `archs`."""
+        out = {}
+        for batch_size in self.coefficients:
+            rel = [
+                abs(self.predict(arch, batch_size) - s[batch_size]) / s[batch_size]
+                for arch, s in zip(archs, seconds, strict=True)
+            ]
+            out[batch_size] = {"mean_rel_error": float(np.mean(rel)), "max_rel_error": max(rel)}
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "head_dim": self.head_dim,
+                "seq_len": self.seq_len,
+                "terms": TERMS,
+                "coefficients": {str(b): list(c) for b, c in self.coefficients.items()},
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Predictor":
+        data = json.loads(text)
+        if tuple(data["terms"]) != TERMS:
+            raise ValueError(f"predictor terms {data['terms']} are not this version's {TERMS}")
+        coefficients = {int(b): tuple(c) for b, c in data["coefficients"].items()}
+        return cls(int(data["head_dim"]), int(data["seq_len"]), coefficients)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        return cls.from_json(Path(path).read_text())
