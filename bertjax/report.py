@@ -228,6 +228,8 @@ FAMILIES = (
     ("distill", "distillation"),
     ("theseus", "distillation"),
     ("bitfit", "BitFit"),
+    ("lowrank", "low-rank factorization"),
+    ("ladabert", "LadaBERT"),
 )
 
 

@@ -306,6 +306,8 @@ def test_smoke_runs_are_marked_and_not_a_default_reference(tmp_path):
         ("layer_drop_top2", "layer dropping"),
         ("theseus_linear", "distillation"),
         ("prune_magnitude+bitfit", "unstructured pruning + BitFit"),
+        ("lowrank", "low-rank factorization"),
+        ("ladabert+distill_kd_soft_ce", "LadaBERT + distillation"),
         (None, "other"),
     ],
 )
