@@ -114,7 +114,10 @@ def executed_flops(reduced: ReducedForward, method: TokenReduction, batches) -> 
 def measure(workdir: Path, args) -> dict:
     run, params, method_state, method = restore(workdir, args.task, args.max_seq_length)
     model_params, interventions = method.present(params, method_state, 0, train=False)
-    reduced = ReducedForward(run.model, model_params, interventions.tokens)
+    selection = interventions.tokens
+    if args.threshold is not None:  # the trained policy, kept where p >= another threshold
+        selection = selection.replace(threshold=args.threshold)
+    reduced = ReducedForward(run.model, model_params, selection)
     encoded, task = run.eval_data, run.task
     labels = 1 if task.is_regression else len(task.labels)
     dev = batches_of(encoded, 32)
@@ -129,6 +132,7 @@ def measure(workdir: Path, args) -> dict:
         "task": task.name,
         "max_seq_length": encoded.max_seq_length,
         "alpha": method.alpha,
+        "threshold": selection.threshold,
         "metrics": evaluation_lib.metrics_of(task, logits, encoded.labels),
         "dense_metrics": evaluation_lib.metrics_of(task, dense_logits, encoded.labels),
         "main_metric": task.main_metric,
@@ -159,7 +163,8 @@ def measure(workdir: Path, args) -> dict:
             "speedup": seconds["dense"] / seconds["reduced"],
         }
         print(f"{workdir} batch {batch_size}: {result[f'batch{batch_size}']}", flush=True)
-    result["compiled"] = len(reduced.traces)
+    result["compiled"] = len(reduced.traces)  # (segment, rows, length in, out)
+    result["max_traces_per_executable"] = max(reduced.traces.values())
     return result
 
 
@@ -175,9 +180,8 @@ def plot(results: list[dict], path: Path) -> None:
     for ax, batch_size in zip(axes, batch_sizes, strict=True):
         key = f"batch{batch_size}"
         for task in sorted({r["task"] for r in results}):
-            rows = sorted(
-                (r for r in results if r["task"] == task and key in r), key=lambda r: r["alpha"]
-            )
+            rows = [r for r in results if r["task"] == task and key in r]
+            rows = sorted(rows, key=lambda r: r[key]["reduced_ms"])
             if not rows:
                 continue
             metric = rows[0]["main_metric"]
@@ -185,7 +189,10 @@ def plot(results: list[dict], path: Path) -> None:
             ys = [r["metrics"][metric] for r in rows]
             (line,) = ax.plot(xs, ys, "o-", label=f"{task} TR-BERT ({metric})")
             for r, x, y in zip(rows, xs, ys, strict=True):
-                ax.annotate(f"α={r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 4))
+                label = f"α={r['alpha']:g}"
+                if r.get("threshold", 0.5) != 0.5:
+                    label += f", p≥{r['threshold']:g}"
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
             teacher = [r for r in rows if "teacher_metrics" in r]
             if teacher:
                 ax.plot(
@@ -210,15 +217,17 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--task", default=None, help="evaluate on another task's dev split")
     parser.add_argument("--max-seq-length", type=int, default=None)
+    parser.add_argument("--threshold", type=float, default=None, help="keep where p >= it")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every WORKDIR's json")
     parser.add_argument("--plot-only", action="store_true", help="plot the saved jsons")
     args = parser.parse_args(argv)
-    override = args.task or args.max_seq_length
+    override = args.task or args.max_seq_length or args.threshold is not None
     results = []
     for workdir in args.workdirs:
         name = "token_reduction.json"
         if override:
-            name = f"token_reduction_{args.task or 'task'}_{args.max_seq_length or 'len'}.json"
+            task, length = args.task or "task", args.max_seq_length or "len"
+            name = f"token_reduction_{task}_{length}_t{args.threshold or 'rained'}.json"
         path = workdir / name
         if args.plot_only:
             results.append(json.loads(path.read_text()))
