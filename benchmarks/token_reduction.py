@@ -9,8 +9,9 @@ Latency: batch 32 over the whole dev split (length-sorted batches, as evaluation
 batches them) and batch 1 over the first `--examples` dev examples, in passes timed
 round-robin (reduced, dense, reduced, ...) after one warm-up pass that compiles every
 bucket; the median pass is reported per batch. Writes WORKDIR/token_reduction.json
-(WORKDIR/token_reduction_{task}_{length}.json with `--task` / `--max-seq-length`) and,
-without those, adds its numbers to WORKDIR/results.json under `reduced_runtime`.
+(token_reduction_{task}_{length}_p{threshold}.json with `--task`, `--max-seq-length`,
+`--threshold`) and, without those, adds its numbers to WORKDIR/results.json under
+`reduced_runtime`.
 `--plot PNG` draws score vs latency (batch 1 and 32) of every WORKDIR's json.
 
   python benchmarks/token_reduction.py runs/tr-mrpc-a1 runs/tr-mrpc-a2 --batch 1 32 \
@@ -226,8 +227,9 @@ def main(argv=None) -> None:
     for workdir in args.workdirs:
         name = "token_reduction.json"
         if override:
-            task, length = args.task or "task", args.max_seq_length or "len"
-            name = f"token_reduction_{task}_{length}_t{args.threshold or 'rained'}.json"
+            parts = [args.task, args.max_seq_length and str(args.max_seq_length)]
+            parts.append(args.threshold is not None and f"p{args.threshold:g}")
+            name = "_".join(["token_reduction", *(p for p in parts if p)]) + ".json"
         path = workdir / name
         if args.plot_only:
             results.append(json.loads(path.read_text()))
