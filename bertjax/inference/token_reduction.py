@@ -10,9 +10,9 @@ kept tokens are gathered so that each segment of layers runs on a shorter sequen
   layers [sk, sk+1)         on Tk tokens   then selection k+1, ... then the head
 
 Each segment is one jitted function with its output length static, so there is one
-executable per (segment, input length, output length), compiled once (`traces` counts
-them). Rows of a batch keep different counts: the segment runs on the batch's
-largest, the others' surplus positions are masked keys, as padding is.
+executable per (segment, batch size, input length, output length), compiled once
+(`traces` counts them). Rows of a batch keep different counts: the segment runs on the
+batch's largest, the others' surplus positions are masked keys, as padding is.
 `dense` is the unreduced model with the same input bucketing: the fair baseline
 (TR-BERT's own evaluation trims padding too).
 """
@@ -67,7 +67,8 @@ class ReducedForward:
         self.buckets = tuple(b for b in buckets if b <= model.config.max_position_embeddings)
         bounds = (0, *selection.layers, num_layers)
         self.segments = tuple(zip(bounds[:-1], bounds[1:], strict=True))
-        self.traces: Counter = Counter()  # (segment, input length, output length) -> traces
+        # (segment, batch rows, input length, output length) -> times traced
+        self.traces: Counter = Counter()
         self._first = jax.jit(self._run_first)
         self._later = jax.jit(self._run_later, static_argnums=(0, 4))
         self._dense = jax.jit(self._run_dense)
@@ -79,7 +80,7 @@ class ReducedForward:
         return x
 
     def _run_first(self, params, selection_params, ids, mask, types):
-        self.traces[(0, ids.shape[1], ids.shape[1])] += 1
+        self.traces[(0, *ids.shape, ids.shape[1])] += 1
         x, _ = staged.embed(self.model, params, ids, mask, types)
         keep = mask > 0
         x = self._layers(params, x, keep, 0)
@@ -91,7 +92,7 @@ class ReducedForward:
         return keep, jnp.max(jnp.sum(keep, -1)), jnp.sum(keep, -1)
 
     def _run_later(self, segment, params, selection_params, x, length, keep):
-        self.traces[(segment, x.shape[1], length)] += 1
+        self.traces[(segment, *x.shape[:2], length)] += 1
         x, keep = gather_kept(x, keep, length)
         x = self._layers(params, x, keep, segment)
         if segment == len(self.segments) - 1:
