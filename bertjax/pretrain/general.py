@@ -95,7 +95,7 @@ def evaluate(eval_fn, params, teacher_params, chunks, batch_size, masks=None) ->
     return {key: value / max(count, 1) for key, value in totals.items()}
 
 
-def eval_archs(config: ConfigDict, model_config) -> dict:
+def eval_archs(config: ConfigDict) -> dict:
     """The supernet's named eval architectures: the largest and the smallest of the space."""
     space = Space.from_config(config.supernet)
     return {"largest": space.largest, "smallest": space.smallest}
@@ -106,7 +106,7 @@ def run_eval(config, model, eval_fn, params, teacher_params, chunks) -> dict:
     if config.get("supernet") is None:
         return evaluate(eval_fn, params, teacher_params, chunks, batch_size)
     out = {}
-    for name, arch in eval_archs(config, model.config).items():
+    for name, arch in eval_archs(config).items():
         masks = submodel.mask_arrays(model.config, arch)
         values = evaluate(eval_fn, params, teacher_params, chunks, batch_size, masks)
         out.update({f"{name}_{k}": v for k, v in values.items()})
