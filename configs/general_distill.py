@@ -59,6 +59,9 @@ def build(args: dict) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = args["steps"]
+    # Stop (checkpoint, evaluate, export) after this many steps, on the schedule of
+    # num_steps: a run cut to a time budget. 0 means num_steps.
+    config.train.stop_after_steps = 0
     config.train.batch_size = args["batch"]
     config.train.eval_batch_size = 32
     config.train.learning_rate = 5e-4

@@ -95,7 +95,7 @@ def evaluate(eval_fn, params, teacher_params, chunks, batch_size, masks=None) ->
     return {key: value / max(count, 1) for key, value in totals.items()}
 
 
-def eval_archs(config: ConfigDict, model_config) -> dict:
+def eval_archs(config: ConfigDict) -> dict:
     """The supernet's named eval architectures: the largest and the smallest of the space."""
     space = Space.from_config(config.supernet)
     return {"largest": space.largest, "smallest": space.smallest}
@@ -106,7 +106,7 @@ def run_eval(config, model, eval_fn, params, teacher_params, chunks) -> dict:
     if config.get("supernet") is None:
         return evaluate(eval_fn, params, teacher_params, chunks, batch_size)
     out = {}
-    for name, arch in eval_archs(config, model.config).items():
+    for name, arch in eval_archs(config).items():
         masks = submodel.mask_arrays(model.config, arch)
         values = evaluate(eval_fn, params, teacher_params, chunks, batch_size, masks)
         out.update({f"{name}_{k}": v for k, v in values.items()})
@@ -153,6 +153,8 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
             f"corpus {config.corpus.name}: {len(train_chunks)} chunks, fewer than one batch"
         )
     total_steps = config.train.num_steps
+    # A budget cut: train up to `stop_after_steps` on the schedule of `num_steps`, then export.
+    last_step = min(total_steps, config.train.get("stop_after_steps", 0) or total_steps)
     supernet = config.get("supernet") is not None
     if supernet:
         train_step = steps.make_supernet_step(model, teacher)
@@ -174,6 +176,7 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
         f"{what} <- {config.teacher}: {len(train_chunks)} train / {len(eval_chunks)} eval chunks "
         f"of {seq_len} tokens, {total_steps} steps of {config.train.batch_size}"
         + (f" x {config.supernet.archs_per_step} architectures" if supernet else "")
+        + (f", stopping after step {last_step}" if last_step < total_steps else "")
         + (f"; resuming from step {step}" if step else "; new run")
         + f" in {workdir}"
     )
@@ -181,13 +184,13 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
     previous = [r for r in writers.read_jsonl(writer.path) if "elapsed_seconds" in r]
     elapsed = previous[-1]["elapsed_seconds"] if previous else 0.0
     bar = tqdm(
-        total=total_steps, initial=step, desc="general distill", dynamic_ncols=True,
+        total=last_step, initial=step, desc="general distill", dynamic_ncols=True,
         mininterval=2.0, file=sys.stderr,
     )  # fmt: skip
     eval_metrics: dict = {}
     window_start, window_steps = time.perf_counter(), 0
     with interrupt_lib.deferred_signals() as stop:
-        while step < total_steps:
+        while step < last_step:
             epoch, offset = divmod(step, batches_per_epoch)
             for batch in corpus.train_batches(
                 train_chunks, config.train.batch_size, config.train.seed, epoch, offset
@@ -200,7 +203,8 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
                 step += 1
                 window_steps += 1
                 bar.update(1)
-                if step % config.train.log_every_steps == 0 or step == total_steps or stop:
+                end = step == last_step
+                if step % config.train.log_every_steps == 0 or end or stop:
                     values = {k: float(v) for k, v in jax.device_get(values).items()}
                     if not np.isfinite(values["loss"]):
                         raise FloatingPointError(f"loss is {values['loss']} at step {step}")
@@ -210,14 +214,14 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
                     writer.write(step, **values, examples_per_second=rate, elapsed_seconds=elapsed)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{rate:.1f}")
                     window_start, window_steps = time.perf_counter(), 0
-                if step % config.checkpoint.every_steps == 0 or step == total_steps or stop:
-                    checkpoint.save(manager, state, force=step == total_steps or bool(stop))
+                if step % config.checkpoint.every_steps == 0 or end or stop:
+                    checkpoint.save(manager, state, force=end or bool(stop))
                 if stop:
                     bar.close()
                     manager.wait_until_finished()
                     writer.close()
                     raise interrupt_lib.Interrupted(step, stop.signum)
-                if step % config.train.eval_every_steps == 0 or step == total_steps:
+                if step % config.train.eval_every_steps == 0 or end:
                     eval_start = time.perf_counter()
                     eval_metrics = run_eval(
                         config, model, eval_fn, state.params, teacher_params, eval_chunks
@@ -229,7 +233,7 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
                         file=sys.stderr,
                     )
                     window_start += time.perf_counter() - eval_start
-                if step >= total_steps:
+                if step >= last_step:
                     break
     bar.close()
     manager.wait_until_finished()
@@ -246,7 +250,8 @@ def general_distill(config: ConfigDict, workdir: str | Path, *, overwrite: bool 
         "smoke": bool(config.get("smoke", False)),
         **model_size(final),
         "train_seconds": round(elapsed, 2),
-        "steps": total_steps,
+        "steps": last_step,
+        "schedule_steps": total_steps,
         "train_chunks": len(train_chunks),
         "seq_len": seq_len,
     }

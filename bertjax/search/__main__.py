@@ -38,8 +38,14 @@ def parse_arch(text: str) -> submodel.Arch:
     return submodel.Arch(*values)
 
 
+def export_dir(directory: Path) -> Path:
+    """A run's `export/`, or `directory` itself when it is a checkpoint (e.g. the teacher:
+    latency depends on the architecture only)."""
+    return directory / "export" if (directory / "export").is_dir() else directory
+
+
 def load_supernet(directory: Path):
-    return models.load_pretrained(directory / "export", head=None)
+    return models.load_pretrained(export_dir(directory), head=None)
 
 
 def extract(supernet: Path, arch: submodel.Arch, out: Path) -> Path:
@@ -47,10 +53,28 @@ def extract(supernet: Path, arch: submodel.Arch, out: Path) -> Path:
     model, params = load_supernet(supernet)
     small, _ = models.build(submodel.sub_config(model.config, arch))
     sliced = submodel.slice_params(params, model.config, arch)
-    return models.save_pretrained(small, sliced, out, tokenizer=str(supernet / "export"))
+    return models.save_pretrained(small, sliced, out, tokenizer=str(export_dir(supernet)))
+
+
+def refit(args) -> dict:
+    """The predictor refitted on the measurements a `latency` run saved (`--measured`)."""
+    saved = json.loads(Path(args.measured).read_text())
+    rows = saved["measurements"]
+    archs = [submodel.Arch(**row["arch"]) for row in rows]
+    ms = [{int(b): v for b, v in row["ms"].items()} for row in rows]
+    held = [row["held_out"] for row in rows]
+    fit = [(a, m) for a, m, h in zip(archs, ms, held, strict=True) if not h]
+    test = [(a, m) for a, m, h in zip(archs, ms, held, strict=True) if h]
+    predictor = Predictor.fit(*zip(*fit, strict=True), saved["head_dim"], saved["seq_len"])
+    predictor.save(args.out)
+    return {**saved, "predictor": str(args.out),
+            "fit_error": predictor.errors(*zip(*fit, strict=True)),
+            "held_out_error": predictor.errors(*zip(*test, strict=True))}  # fmt: skip
 
 
 def latency_command(args) -> dict:
+    if args.measured is not None:
+        return refit(args)
     model, params = load_supernet(args.supernet)
     space = Space()
     rng = np.random.default_rng(args.seed)
@@ -71,6 +95,8 @@ def latency_command(args) -> dict:
     predictor.save(args.out)
     summary = {
         "predictor": str(args.out),
+        "head_dim": head_dim,
+        "seq_len": args.seq,
         "fit_archs": len(fit_archs),
         "held_out_archs": len(held_out),
         "fit_error": predictor.errors(fit_archs, measured[: len(fit_archs)]),
@@ -136,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True)
     lat = commands.add_parser("latency", help="measure sub-models, fit the latency predictor")
-    lat.add_argument("--supernet", type=Path, required=True)
+    lat.add_argument("--supernet", type=Path, help="a supernet run, or any full-size checkpoint")
+    lat.add_argument("--measured", type=Path, help="refit on a saved .measured.json instead")
     lat.add_argument("--out", type=Path, required=True, help="predictor JSON")
     lat.add_argument("--archs", type=int, default=12, help="architectures measured in all")
     lat.add_argument("--held-out", type=int, default=4, help="of them, not used in the fit")

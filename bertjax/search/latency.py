@@ -3,14 +3,13 @@
 `measure` extracts a sub-model (`submodel.slice_params`), builds it as a standalone model
 and times its compiled forward (`bench.latency`: warm-up, blocked calls, median of the
 repeats) at each batch size. `Predictor` is a least-squares fit, per batch size, of
-median milliseconds on the terms a uniform BERT's forward costs at a fixed sequence length:
-
-  1, L, L*h*q (attention projections), L*h*f (FFN), L*q (attention products, x T),
-  L*h (LayerNorms, residuals, biases), h (embeddings)
-
-(the paper fits an MLP on the architecture; with a handful of measured sub-models a
-model linear in these costs has far fewer free parameters). It round-trips through
-JSON (`to_json` / `from_json`).
+median milliseconds on three cost terms of a uniform BERT at a fixed sequence length T:
+a constant, the layer count, and the multiply-adds of the layers' products (`features`).
+The paper fits an MLP on the architecture; with a dozen noisy measurements (a shared CPU)
+we keep three free parameters per batch size: on the same measurements one term per
+weight shape (seven) gave held-out errors of 98 % / 89 % (batch 1 / 32), these three
+130 % / 11 % (benchmarks/RESULTS.md; batch-1 timings on the loaded machine are noise).
+It round-trips through JSON (`to_json` / `from_json`).
 """
 
 import dataclasses
@@ -25,13 +24,16 @@ from bertjax.models import build
 from bertjax.models.config import BertConfig
 from bertjax.models.submodel import Arch, slice_params, sub_config
 
-TERMS = ("1", "L", "L*h*q", "L*h*f", "L*q", "L*h", "h")
+TERMS = ("1", "L", "L*(4hq+2hf+2Tq)")
 
 
-def features(arch: Arch, head_dim: int) -> np.ndarray:
-    """[len(TERMS)] cost terms of `arch` (widths in units of 100 for conditioning)."""
-    layers, h, q, f = arch.layers, arch.hidden / 100, arch.qkv(head_dim) / 100, arch.ffn / 100
-    return np.asarray([1.0, layers, layers * h * q, layers * h * f, layers * q, layers * h, h])
+def features(arch: Arch, head_dim: int, seq_len: int = 128) -> np.ndarray:
+    """[len(TERMS)] cost terms of `arch`: a constant (dispatch, embeddings), one per layer
+    (per-layer overheads), and the multiply-adds per token of the layers' products (q/k/v
+    and output projections 4hq, FFN 2hf, the two attention products 2Tq; in 1e4s)."""
+    layers, h, q, f = arch.layers, arch.hidden, arch.qkv(head_dim), arch.ffn
+    products = layers * (4 * h * q + 2 * h * f + 2 * seq_len * q) / 1e4
+    return np.asarray([1.0, float(layers), products])
 
 
 def measure(
@@ -72,7 +74,7 @@ class Predictor:
         """Least squares over the measured `(arch, {batch: milliseconds})` pairs."""
         if len(archs) != len(seconds) or not archs:
             raise ValueError("need one measurement per architecture, and at least one")
-        x = np.stack([features(arch, head_dim) for arch in archs])
+        x = np.stack([features(arch, head_dim, seq_len) for arch in archs])
         coefficients = {}
         for batch_size in seconds[0]:
             y = np.asarray([s[batch_size] for s in seconds])
@@ -83,7 +85,8 @@ class Predictor:
     def predict(self, arch: Arch, batch_size: int) -> float:
         if batch_size not in self.coefficients:
             raise ValueError(f"no fit for batch {batch_size}; fitted: {sorted(self.coefficients)}")
-        return float(np.dot(self.coefficients[batch_size], features(arch, self.head_dim)))
+        terms = features(arch, self.head_dim, self.seq_len)
+        return float(np.dot(self.coefficients[batch_size], terms))
 
     def errors(self, archs: Sequence[Arch], seconds: Sequence[dict[int, float]]) -> dict:
         """Per batch size: mean and max |predicted - measured| / measured over `archs`."""

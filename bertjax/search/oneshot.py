@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from bertjax import models
-from bertjax.data import pipeline, tokenizer
+from bertjax.data import pipeline, tasks, tokenizer
 from bertjax.models.submodel import Arch, mask_arrays
 from bertjax.pretrain import steps
 from bertjax.pretrain.general import PROJECTION_FILE
@@ -48,8 +48,7 @@ class OneShot:
         self.params = {**params, PARAMS_KEY: {"projection": projection}}
         self.teacher, teacher_params = models.load_pretrained(teacher, head=None)
         tok = tokenizer.load_tokenizer(supernet_dir / "export")
-        split = "validation_matched" if task == "mnli" else "dev"
-        encoded = tokenizer.load_encoded(task, split, tok, seq_len, limit=limit)
+        encoded = tokenizer.load_encoded(task, tasks.eval_split(task), tok, seq_len, limit=limit)
         collect = ("hidden", "attn_scores")
         self.batches = []
         for batch in pipeline.eval_batches(encoded, batch_size):

@@ -210,6 +210,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("corpus.eval_split", one_of(*corpus.SPLITS)),
     ("distill.embedding", boolean),
     ("train.num_steps", POSITIVE_INT),
+    ("train.stop_after_steps", COUNT),
     ("train.eval_every_steps", POSITIVE_INT),
     ("supernet.archs_per_step", POSITIVE_INT),
     ("supernet.init", one_of("teacher", "random")),

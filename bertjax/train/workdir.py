@@ -41,6 +41,9 @@ NEUTRAL_FIELDS = (
     "train.log_every_steps",
     "train.eval_every_epochs",
     "train.eval_every_steps",
+    # General distillation cut to a time budget (the schedule is num_steps'): how far a run
+    # goes, like an interruption; a run stopped so is finished and is not continued.
+    "train.stop_after_steps",
     "smoke",
 )
 # Fields a run fills in itself when left empty (contribution layer dropping measures its
