@@ -18,7 +18,10 @@ Budgets fix sizes and epochs:
 import dataclasses
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
-FAMILIES = ("pruning", "layer_drop", "quantization", "bitfit", "distillation", "early_exit")
+FAMILIES = (
+    "pruning", "layer_drop", "quantization", "bitfit", "distillation", "lowrank",
+    "early_exit", "token_reduction",
+)  # fmt: skip
 TEACHER = "teacher"
 
 
@@ -106,6 +109,15 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
                  distill),
             Cell(f"l{n}-theseus", "distillation", "distill_theseus",
                  f"teacher={{teacher}},successors={n}", distill),
+        ],
+        "lowrank": [
+            Cell("svd-ratio-5", "lowrank", "lowrank", f"{teacher},rank=0,ratio=0.5", method),
+            Cell("ladabert-5", "lowrank", "ladabert", "teacher={teacher},target_ratio=0.5",
+                 distill),
+        ],
+        "token_reduction": [
+            Cell("tr-bert-a1", "token_reduction", "token_reduction", "teacher={teacher},alpha=1.0",
+                 method),
         ],
         "early_exit": [
             Cell(f"early-exit-{s}", "early_exit", "early_exit", f"{teacher},strategy={s}", method)
