@@ -5,7 +5,10 @@ Fields of the config can be overridden with `--config.train.learning_rate=5e-5`.
 a `--config`) prints the resolved config without running. Errors in the config,
 the data or the model end the run with one line naming the culprit and exit
 status 2; SIGINT / SIGTERM save the current step and end with one line (and
-128 + the signal number).
+128 + the signal number). A multi-process run (several hosts, or several processes on
+one machine) runs this command once per process with `--coordinator_address`,
+`--num_processes` and `--process_id` (or `--distributed` where JAX detects them):
+`bertjax/train/distributed.py`.
 """
 
 import logging

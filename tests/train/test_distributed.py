@@ -56,10 +56,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_processes(workdir, teacher_dir, run=FINETUNE, count=2, devices_per_process=2):
-    """Runs the CLI as `count` processes of one run (each with `devices_per_process`
-    CPU devices); returns their output (stdout and stderr). Fails naming the process
-    that failed first."""
+def _launch(workdir, teacher_dir, run=FINETUNE, count=2, devices_per_process=2, extra=()):
+    """Starts the CLI as `count` processes of one run (each with `devices_per_process`
+    CPU devices), output to a log file each; returns `(processes, logs)`."""
     address = f"127.0.0.1:{_free_port()}"
     argv = [
         sys.executable,
@@ -69,6 +68,7 @@ def _run_processes(workdir, teacher_dir, run=FINETUNE, count=2, devices_per_proc
         f"--workdir={workdir}",
         f"--config.model.tokenizer={teacher_dir}",
         *(f"--config.{field}={value}" for field, value in OVERRIDES.items()),
+        *extra,
         f"--coordinator_address={address}",
         f"--num_processes={count}",
     ]
@@ -86,11 +86,17 @@ def _run_processes(workdir, teacher_dir, run=FINETUNE, count=2, devices_per_proc
                     [*argv, f"--process_id={i}"], cwd=REPO, env=env, stdout=out, stderr=out
                 )
             )
+    return processes, logs
+
+
+def _wait(processes, logs, status=0):
+    """Their output (stdout and stderr) once all exited `status`; fails naming the
+    process that failed first (the others would wait for it: they are killed)."""
     deadline = time.time() + TIMEOUT
-    try:  # until all end, one fails (the others would wait for it), or the time is up
+    try:
         while time.time() < deadline:
             codes = [process.poll() for process in processes]
-            if None not in codes or any(code for code in codes if code is not None):
+            if None not in codes or any(code not in (None, status) for code in codes):
                 break
             time.sleep(0.2)
     finally:
@@ -100,12 +106,16 @@ def _run_processes(workdir, teacher_dir, run=FINETUNE, count=2, devices_per_proc
                 process.wait()
     texts = [log.read_text() for log in logs]
     codes = [process.returncode for process in processes]
-    # The process that failed first (the others were killed here: -9), with its log.
-    failed = [i for i, code in enumerate(codes) if code] + [None]
+    failed = [i for i, code in enumerate(codes) if code != status] + [None]
     failed.sort(key=lambda i: i is None or codes[i] == -signal.SIGKILL)
     first = failed[0]
     assert first is None, f"exit statuses {codes}; process {first}:\n{texts[first][-3000:]}"
     return texts
+
+
+def _run_processes(workdir, teacher_dir, run=FINETUNE, **kwargs):
+    """The output of a multi-process run (`_launch`) that ended well."""
+    return _wait(*_launch(workdir, teacher_dir, run, **kwargs))
 
 
 def _state(workdir, step):
@@ -153,9 +163,11 @@ def _assert_same_run(a, b):
     )
     state_a, state_b = _state(a, STEPS), _state(b, STEPS)
     assert int(state_a["step"]) == int(state_b["step"]) == STEPS
-    chex.assert_trees_all_close(state_a["params"], state_b["params"], atol=1e-5)
-    chex.assert_trees_all_close(state_a["opt_state"], state_b["opt_state"], atol=1e-5)
-    chex.assert_trees_all_close(state_a.get("method_state"), state_b.get("method_state"), atol=1e-5)
+    # (Movement scores add up gradients: a few of them move by 1e-5, relatively 1e-3.)
+    close = dict(atol=2e-5, rtol=1e-3)
+    chex.assert_trees_all_close(state_a["params"], state_b["params"], **close)
+    chex.assert_trees_all_close(state_a["opt_state"], state_b["opt_state"], **close)
+    chex.assert_trees_all_close(state_a.get("method_state"), state_b.get("method_state"), **close)
 
 
 def test_one_process_resumes_two_processes_checkpoint_and_ends_alike(tmp_path, teacher_dir):
@@ -187,6 +199,30 @@ def test_two_processes_train_like_one_and_resume_its_checkpoint(tmp_path, teache
     texts = _run_processes(resumed, teacher_dir, run)
     assert "bertjax: resumed from step 3" in texts[0]
     _assert_same_run(single, resumed)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_one_saved_step(tmp_path, teacher_dir):
+    workdir = tmp_path / "run"
+    # 18 steps, a checkpoint every step: time to signal mid-run.
+    extra = ("--config.train.num_epochs=3", "--config.checkpoint.every_steps=1")
+    processes, logs = _launch(workdir, teacher_dir, extra=extra)
+    checkpoints, deadline = workdir / "checkpoints", time.time() + TIMEOUT
+    while time.time() < deadline and not (checkpoints / "2").is_dir():
+        assert all(process.poll() is None for process in processes)
+        time.sleep(0.1)
+    processes[1].send_signal(signal.SIGTERM)  # process 1 only: process 0 learns it
+    texts = _wait(processes, logs, status=128 + signal.SIGTERM)
+    steps = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+    stopped = max(steps)
+    assert 2 <= stopped < 18 and not (workdir / "results.json").exists()
+    last = f"bertjax: interrupted at step {stopped}; re-run the same command to resume"
+    assert [text.splitlines()[-1] for text in texts] == [last, last]
+    # The rerun, in one process, resumes there and finishes.
+    config = _config(teacher_dir)
+    config.train.num_epochs, config.checkpoint.every_steps = 3.0, 1
+    results = loop.train_and_evaluate(config, workdir)
+    assert results["steps"] == 18 and min(_losses(workdir)) == 1
 
 
 def test_distributed_settings_are_all_or_none():
