@@ -25,7 +25,9 @@ from bertjax.models.interventions import NONE, Interventions
 from methods.dynamic import exits
 from methods.dynamic.early_exit import EXITS, exit_logits
 
-BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Row buckets of the compacted batches: steps of 4 up to 32 rows, so that a few exits
+# already shrink the next layer's batch (powers of two: 0.89-1.10x at batch 32 on MRPC).
+BUCKETS = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 48, 64, 96, 128)
 
 
 def load(directory: str | Path, *, head: str = "classification"):
