@@ -16,6 +16,7 @@ def _run(tmp_path, *extra):
     return cli.main(args)
 
 
+@pytest.mark.slow  # 49 s (8 smoke runs); the claim rule and the configs stay in the default suite
 def test_smoke_budget_writes_the_multi_seed_table_and_resumes(tmp_path, teacher_dir, monkeypatch):
     assert _run(tmp_path, "--families", "quantization", "--no-latency") == 0
     table = (tmp_path / "out" / "table.md").read_text()

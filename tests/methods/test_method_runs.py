@@ -26,6 +26,7 @@ def test_magnitude_pruning_run_exports_a_sparse_model(tmp_path, shrink):
     assert json.loads((tmp_path / "results.json").read_text())["sparsity"] == results["sparsity"]
 
 
+@pytest.mark.slow  # 22 s; loyalty and BitFit keep their own default tests
 def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink):
     def config_with(sparsity):
         arg = f"model=tiny,task=rte,smoke=True,sparsity={sparsity}"
@@ -82,7 +83,7 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink)
         ("prune_movement", "sparsity=0.5,scores=adam", "prune_movement_hard_adam"),
         ("prune_structured", "heads=0.5,ffn=0.5,importance=gradient", "prune_structured"),
         ("layer_drop", "drop=1,strategy=top", "layer_drop_top1"),
-        ("quant_qat", "wbits=4,abits=8", "quant_qat_w4a8"),
+        pytest.param("quant_qat", "wbits=4,abits=8", "quant_qat_w4a8", marks=pytest.mark.slow),
     ],
 )
 def test_more_method_configs_run_and_export_loadable_models(tmp_path, shrink, module, arg, name):

@@ -406,7 +406,7 @@ def four_layers():
     return models.build(CONFIG4, "classification")
 
 
-@pytest.mark.parametrize("kind", ["ema", "calibration"])
+@pytest.mark.parametrize("kind", [pytest.param("ema", marks=pytest.mark.slow), "calibration"])
 def test_ranges_with_theseus_are_those_of_the_layers_that_ran(kind, four_layers):
     """QAT with EMA ranges (train steps) and PTQ calibration (calibration steps) composed
     with Theseus, one compiled step for two gates (`nn.cond`): the sites of what ran, the

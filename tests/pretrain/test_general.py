@@ -106,6 +106,7 @@ def test_supernet_step_compiles_once_across_sampled_archs():
     assert len(seen) > 2 and int(state.step) == 3
 
 
+@pytest.mark.slow  # 23 s; the supernet step's compile-once test stays in the default suite
 def test_supernet_gradients_are_the_mean_over_archs():
     config = _tiny(64, 32, 2, 4, 48)
     teacher, teacher_params = build(config, seed=1)
