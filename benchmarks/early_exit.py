@@ -33,8 +33,7 @@ from bertjax import bench  # noqa: E402
 from bertjax.data import tasks, tokenizer  # noqa: E402
 from bertjax.inference import early_exit as runtime  # noqa: E402
 from bertjax.models.interventions import compute_interventions  # noqa: E402
-from bertjax.train import loyalty  # noqa: E402
-from bertjax.train import metrics as metrics_lib  # noqa: E402
+from bertjax.train import evaluation, loyalty  # noqa: E402
 from methods.dynamic import exits  # noqa: E402
 from methods.dynamic.early_exit import split  # noqa: E402
 
@@ -60,8 +59,7 @@ def batches(encoded, width: int, size: int, count: int | None = None):
 
 
 def main_metric(task, logits, labels) -> float:
-    predictions = logits[:, 0] if task.is_regression else logits.argmax(-1)
-    return float(metrics_lib.compute_metrics(task, predictions, labels)[task.main_metric])
+    return float(evaluation.metrics_of(task, logits, labels)[task.main_metric])
 
 
 def run(args) -> dict:

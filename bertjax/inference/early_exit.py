@@ -50,6 +50,7 @@ class ExitRunner:
 
     def __post_init__(self):
         self.num_layers = staged.num_layers(self.params)
+        self.outputs = self.params["classifier"]["bias"].shape[-1]  # logits per example
         self._single = {}
         self._embed = jax.jit(self._embed_fn)
         self._layers = [jax.jit(self._layer_fn(i)) for i in range(self.num_layers)]
@@ -84,7 +85,7 @@ class ExitRunner:
 
     def _loop(self, criterion, params, ids, mask, types, value):
         x, bias = staged.embed(self.model, params, ids, mask, types)
-        outputs = params["classifier"]["bias"].shape[-1]
+        outputs = self.outputs
         branches = [self._layer_fn(i) for i in range(self.num_layers)]
 
         def body(state):
@@ -111,16 +112,12 @@ class ExitRunner:
         b = ids.shape[0]
         x, bias = self._embed(self.params, ids, mask, types)
         rows = np.arange(b)  # original index of each live row
-        carry = None
-        out = exit_at = None
+        carry = criterion.init(b, self.outputs)
+        out = np.zeros((b, self.outputs), np.float32)
+        exit_at = np.full(b, self.num_layers - 1)
         for i in range(self.num_layers):
             x, logits = self._layers[i](self.params, x, bias)
-            live = len(rows)
-            logits = logits[:live]
-            if carry is None:
-                carry = criterion.init(live, logits.shape[-1])
-                out = np.zeros((b, logits.shape[-1]), np.float32)
-                exit_at = np.full(b, self.num_layers - 1)
+            logits = logits[: len(rows)]
             carry, leave = criterion.step(carry, logits, i, value)
             leave = np.asarray(leave) | (i == self.num_layers - 1)
             out[rows[leave]] = np.asarray(logits)[leave]
