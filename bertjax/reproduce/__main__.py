@@ -99,8 +99,9 @@ def main(argv=None) -> int:
                     log.parent.mkdir(parents=True, exist_ok=True)
                     log.write_text(traceback.format_exc())
                     say(f"FAILED {name} (traceback in {log})")
-        collected = table.collect(runs, args.tasks, cell_list, args.seeds)
-        path = write_outputs(out, args, budget, collected, cell_list, failures)
+            # After every cell (all its seeds), so an interrupted grid leaves its tables.
+            collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+            path = write_outputs(out, args, budget, collected, cell_list, failures)
         say(f"{task} done: {path}")
     return 1 if failures else 0
 

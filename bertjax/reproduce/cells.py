@@ -9,6 +9,7 @@ measured — teachers' exports stay, the students of their seed start from them.
 
 import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -107,4 +108,5 @@ def measure(export: Path, runs: Path, task: str, repeats: int = 5) -> dict:
             "speedup_vs_torch_teacher": best["torch"] / best["ours"],
         }
     out["devices"] = jax.devices()[0].platform
+    out["load_average_1min"] = os.getloadavg()[0]  # other work on the machine skews ratios
     return out
