@@ -47,8 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -86,14 +85,6 @@ class Backend(NamedTuple):
 # ---------------------------------------------------------------- checkpoint files
 
 
-def sequence_head(export_dir: Path) -> str | None:
-    """The sequence head in config.json: "classification", "regression" or None."""
-    hf = json.loads((Path(export_dir) / "config.json").read_text())
-    if "BertForSequenceClassification" not in (hf.get("architectures") or ()):
-        return None
-    return "regression" if hf.get("problem_type") == "regression" else "classification"
-
-
 def weight_files(export_dir: Path) -> list[Path]:
     """The weight files of an HF-layout checkpoint (safetensors, shards or .bin)."""
     export_dir = Path(export_dir)
@@ -108,61 +99,15 @@ def weight_files(export_dir: Path) -> list[Path]:
     raise FileNotFoundError(f"{export_dir}: no model.safetensors, shards or pytorch_model.bin")
 
 
-def file_bytes(paths: Iterable[Path]) -> int:
-    return sum(Path(path).stat().st_size for path in paths)
-
-
-def onnx_bytes(onnx_path: Path) -> int:
-    """Bytes of an .onnx file and of its external data file, if it has one."""
-    path = Path(onnx_path)
-    return file_bytes([path, *[p for p in [path.with_name(path.name + ".data")] if p.is_file()]])
-
-
 # ---------------------------------------------------------------- backends (worker side)
-
-
-def torch_model(export_dir: Path):
-    """`(model, output_name)`: transformers' fp32 eval model of a checkpoint.
-
-    BertForSequenceClassification when the checkpoint has a sequence head, else
-    BertModel (with a pooler only when the checkpoint has one, as bertjax does).
-    Raises RuntimeError when an encoder weight did not load.
-    """
-    import torch
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # the check below replaces its load report
-    transformers.logging.disable_progress_bar()
-    head = sequence_head(export_dir)
-    if head:
-        cls, kwargs, output = transformers.BertForSequenceClassification, {}, "logits"
-    else:
-        from safetensors import safe_open
-
-        keys = set()
-        for path in weight_files(export_dir):
-            if path.suffix == ".safetensors":
-                with safe_open(str(path), "np") as f:
-                    keys |= set(f.keys())
-        has_pooler = any(".pooler." in f".{key}" for key in keys)
-        cls, output = transformers.BertModel, "last_hidden_state"
-        kwargs = {"add_pooling_layer": has_pooler}
-    model, report = cls.from_pretrained(
-        str(export_dir), dtype=torch.float32, output_loading_info=True, **kwargs
-    )
-    missing = [k for k in report["missing_keys"] if "pooler." not in k or head]
-    if missing or report.get("mismatched_keys"):
-        raise RuntimeError(
-            f"{export_dir}: weights did not load into {cls.__name__}: missing={missing[:5]}, "
-            f"mismatched={report.get('mismatched_keys')}"
-        )
-    return model.eval(), output
 
 
 def torch_forward(export_dir: Path, threads: int) -> Backend:
     """transformers fp32 under torch.inference_mode, `threads` intra-op threads."""
     import torch
     import transformers
+
+    from bertjax.bench.peers import file_bytes, torch_model
 
     torch.set_num_threads(threads)
     model, output = torch_model(export_dir)
@@ -187,17 +132,13 @@ def ort_forward(onnx_path: Path, threads: int) -> Backend:
     """An ONNX Runtime CPU session (default graph optimizations), `threads` intra-op threads."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(
-        str(onnx_path), options, providers=["CPUExecutionProvider"]
-    )
-    names = [node.name for node in session.get_inputs()]
+    from bertjax.bench.peers import onnx_bytes, ort_predict
+
+    predict = ort_predict(onnx_path, threads)
 
     def bind(batch):
-        feed = {name: batch[name].astype(np.int64) for name in names}
-        return lambda: session.run(None, feed)[0]
+        feed = {name: batch[name].astype(np.int64) for name in INPUT_NAMES}
+        return lambda: predict(feed)
 
     info = {"versions": {"onnxruntime": onnxruntime.__version__}, "threads": threads}
     return Backend(bind, onnx_bytes(onnx_path), info)
@@ -219,7 +160,8 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
     import jaxlib
 
     from bertjax import models
-    from bertjax.bench.latency import jitted_forward, model_size
+    from bertjax.bench.latency import checkpoint_head, jitted_forward, model_size
+    from bertjax.bench.peers import file_bytes
     from bertjax.models.interventions import BFLOAT16, Interventions
 
     if variant == "int8":
@@ -232,7 +174,7 @@ def bertjax_forward(export_dir: Path, variant: str) -> Backend:
         interventions = Interventions(matmul=BFLOAT16)
     else:
         raise ValueError(f"unknown bertjax variant {variant!r}")
-    head = sequence_head(export_dir)
+    head = checkpoint_head(export_dir)
     model, params = models.load_pretrained(export_dir, head=head)
     size = file_bytes(weight_files(export_dir))
     if variant in ("int8-stored", "int8-bf16"):
@@ -296,81 +238,12 @@ def onnx_cache_dir(export_dir: Path, cache: Path, opset: int, preprocess: bool) 
 def export_onnx(
     export_dir: Path, cache: Path, *, opset: int = 18, preprocess: bool = False
 ) -> dict[str, Path]:
-    """`{"fp32": model.onnx, "int8": model.int8.onnx}` of a checkpoint, made once and cached.
+    """`{"fp32": model.onnx, "int8": model.int8.onnx}` of a checkpoint, made once and
+    cached under `onnx_cache_dir` (`bertjax.bench.peers.export_onnx` says how)."""
+    from bertjax.bench import peers
 
-    fp32: `torch.onnx.export` (dynamo) of `torch_model(export_dir)`, inputs
-    int64 [batch, sequence]. int8: `quantize_dynamic(fp32, weight_type=QInt8)`,
-    after `quant_pre_process` when `preprocess`.
-    """
     folder = onnx_cache_dir(export_dir, cache, opset, preprocess)
-    files = {"fp32": folder / "model.onnx", "int8": folder / "model.int8.onnx"}
-    folder.mkdir(parents=True, exist_ok=True)
-    if not files["fp32"].is_file():
-        _export_fp32(Path(export_dir), files["fp32"], opset)
-    if not files["int8"].is_file():
-        _quantize(files["fp32"], files["int8"], preprocess)
-    return files
-
-
-def _export_fp32(export_dir: Path, out: Path, opset: int) -> None:
-    import logging
-
-    import torch
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
-    model, output = torch_model(export_dir)
-
-    class Output(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            )[output]
-
-    # Three distinct example tensors: one tensor passed as two inputs (ones as both ids
-    # and mask) exports a graph whose logits are wrong.
-    input_ids = torch.full((2, 12), 1000, dtype=torch.long)
-    attention_mask = torch.ones_like(input_ids)
-    axes = {0: "batch", 1: "sequence"}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-        # Noise of the exporter itself, on every export: axis renaming and a pytree deprecation.
-        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
-        torch.onnx.export(
-            Output().eval(),
-            (input_ids, attention_mask, torch.zeros_like(input_ids)),
-            str(tmp),
-            input_names=list(INPUT_NAMES),
-            output_names=[output],
-            dynamic_shapes={name: axes for name in INPUT_NAMES},
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    os.replace(tmp, out)
-
-
-def _quantize(fp32: Path, out: Path, preprocess: bool) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    source = fp32
-    if preprocess:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        # Symbolic shape inference fails on the dynamo export ("Incomplete symbolic
-        # shape inference"); ONNX shape inference and ORT's basic optimizations run.
-        source = out.with_name(f".{out.stem}.pre.{os.getpid()}.tmp")
-        quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
-    if source != fp32:
-        source.unlink()
-    os.replace(tmp, out)
+    return peers.export_onnx(export_dir, folder, opset=opset, preprocess=preprocess)
 
 
 # ---------------------------------------------------------------- worker protocol

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertjax.reproduce import __main__ as cli
-from bertjax.reproduce import cells, claims, grid
+from bertjax.reproduce import cells, claims, grid, peers, table
 
 
 def _run(tmp_path, *extra):
@@ -87,3 +87,117 @@ def test_unknown_families_and_fields_are_named():
     )
     with pytest.raises(KeyError, match="no field 'train.epochs'"):
         cells.set_field(config, "train.epochs", 1)
+
+
+def _finished_teacher(runs: Path, accuracy: float = 0.7) -> Path:
+    """A finished rte seed-0 teacher cell: results.json, latency.json, export, config."""
+    directory = runs / "rte" / grid.TEACHER / "seed0"
+    (directory / "export").mkdir(parents=True)
+    results = {"task": "rte", "metrics": {"accuracy": accuracy}, "params": 22_000_000,
+               "bytes": 90_000_000}  # fmt: skip
+    (directory / "results.json").write_text(json.dumps(results))
+    latency = {f"b{b}": {"ms": 10.0 * b, "torch_teacher_ms": 20.0 * b,
+                         "speedup_vs_torch_teacher": 2.0} for b in (1, 32)}  # fmt: skip
+    (directory / "latency.json").write_text(json.dumps(latency))
+    (directory / "config.json").write_text(json.dumps({"data": {"max_seq_length": 128}}))
+    return directory
+
+
+PEERS = {
+    "b1": {"torch_teacher_ms": 8.0, "ort_int8_ms": 4.0, "ort_int8_speedup_vs_torch_teacher": 2.0},
+    "b32": {"torch_teacher_ms": 640.0, "ort_int8_ms": 160.0,
+            "ort_int8_speedup_vs_torch_teacher": 4.0},
+    "torch_teacher_bytes": 90_000_000,
+    "ort_int8_bytes": 23_000_000,
+    "dev": {"examples": 277, "torch_teacher": {"accuracy": 0.7}, "ort_int8": {"accuracy": 0.68},
+            "ort_int8_loyalty": {"label_loyalty": 0.95, "probability_loyalty": 0.9}},
+}  # fmt: skip
+
+
+def test_peer_rows_and_markers_appear_with_peers_json_and_a_note_without(tmp_path):
+    directory = _finished_teacher(tmp_path)
+    teacher_only = grid.cells(grid.BUDGETS["small"], ())
+
+    def outputs():
+        collected = table.collect(tmp_path, ["rte"], teacher_only, seeds=1)
+        table.plot(collected, teacher_only, tmp_path / "plots.png")
+        lines = table.task_table("rte", collected["rte"], teacher_only)
+        return "\n".join(lines), table.reference_markers("rte", collected["rte"])
+
+    text, markers = outputs()
+    assert "| PyTorch fp32 teacher |" not in text and table.PEERS_ABSENT in text
+    # Without peers the PyTorch teacher's time from latency.json is the only reference.
+    assert markers == [(0, "PyTorch fp32 teacher", 640.0, 70.0)]
+    assert (tmp_path / "plots.png").stat().st_size > 0
+
+    (directory / peers.FILE).write_text(json.dumps(PEERS))
+    text, markers = outputs()
+    rows = text.splitlines()
+    teacher_row = [i for i, line in enumerate(rows) if line.startswith("| teacher |")][0]
+    assert rows[teacher_row + 1] == (
+        "| PyTorch fp32 teacher | peer | 70.00 (seed 0) | 100.0 | 22.00M | 90.00 | "
+        "8.0 (1.00x) | 640.0 (1.00x) | - | - |"
+    )
+    assert rows[teacher_row + 2] == (
+        "| ORT int8 teacher | peer | 68.00 (seed 0) | 97.1 | 22.00M | 23.00 | "
+        "4.0 (2.00x) | 160.0 (4.00x) | 0.950 | 0.900 |"
+    )
+    assert table.PEERS_ABSENT not in text
+    assert markers == [
+        (0, "PyTorch fp32 teacher", 640.0, 70.0),
+        (1, "PyTorch fp32 teacher", 90.0, 70.0),
+        (0, "ORT int8 teacher", 160.0, 68.0),
+        (1, "ORT int8 teacher", 23.0, 68.0),
+    ]
+
+
+def test_a_finished_teacher_gets_its_peers_on_the_next_run(tmp_path, monkeypatch, capsys):
+    directory = _finished_teacher(tmp_path)
+    (teacher,) = grid.cells(grid.BUDGETS["small"], ())
+    measured = []
+
+    def fake_measure(export, onnx_dir, task, data):
+        measured.append((export, task, data))
+        return PEERS
+
+    monkeypatch.setattr(cells.loop, "train_and_evaluate", None)  # finished: never called
+    monkeypatch.setattr(peers, "measure", fake_measure)
+    monkeypatch.setattr(peers, "missing_runtime", lambda: "onnxruntime not installed")
+    cells.run(teacher, grid.BUDGETS["small"], "rte", 0, tmp_path)
+    assert not (directory / peers.FILE).exists() and not measured
+    assert "rte: no peers.json, onnxruntime not installed" in capsys.readouterr().err
+
+    monkeypatch.setattr(peers, "missing_runtime", lambda: None)
+    for budget in (grid.BUDGETS["smoke"], grid.dataclasses.replace(grid.BUDGETS["small"],
+                                                                   latency=False)):  # fmt: skip
+        cells.run(teacher, budget, "rte", 0, tmp_path)
+        assert not measured  # neither the smoke budget nor --no-latency measure peers
+    cells.run(teacher, grid.BUDGETS["small"], "rte", 0, tmp_path)
+    assert measured == [(directory / "export", "rte", {"max_seq_length": 128})]
+    assert json.loads((directory / peers.FILE).read_text()) == PEERS
+    cells.run(teacher, grid.BUDGETS["small"], "rte", 0, tmp_path)
+    assert len(measured) == 1  # measured once
+
+
+@pytest.mark.slow  # ONNX export and int8 quantization of a tiny model, two dev passes
+def test_peers_of_a_tiny_teacher_are_timed_sized_and_scored(tmp_path, teacher_dir):
+    pytest.importorskip("onnxruntime")
+    from bertjax import models
+
+    if peers.missing_runtime():
+        pytest.skip(peers.missing_runtime())
+    model, params = models.load_pretrained("tiny", head="classification", num_labels=2)
+    export = models.save_pretrained(model, params, tmp_path / "export", tokenizer=str(teacher_dir))
+    data = {"max_seq_length": 32, "eval_limit": 16}
+    measured = peers.measure(export, tmp_path / "onnx", "rte", data, repeats=1)
+    for batch in ("b1", "b32"):
+        entry = measured[batch]
+        assert entry["torch_teacher_ms"] > 0 and entry["ort_int8_ms"] > 0
+        assert entry["ort_int8_speedup_vs_torch_teacher"] == pytest.approx(
+            entry["torch_teacher_ms"] / entry["ort_int8_ms"]
+        )
+    assert 0 < measured["ort_int8_bytes"] < 0.4 * measured["torch_teacher_bytes"]
+    dev = measured["dev"]
+    assert dev["examples"] == 16 and 0 < dev["max_abs_logit_diff"] < 0.1
+    assert dev["ort_int8_loyalty"]["label_loyalty"] >= 0.8
+    assert set(dev["torch_teacher"]) == set(dev["ort_int8"]) >= {"accuracy"}

@@ -41,7 +41,9 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
         + ("**Smoke budget: tiny random models on 64 examples; the numbers mean nothing.**"
            if budget.smoke else ""),
         "Latency: seed 0's export, seq 128, best of 5 round-robin calls beside the seed-0 "
-        "teacher run by PyTorch fp32 in the same process.",
+        "teacher run by PyTorch fp32 in the same process. Peer rows: that teacher in "
+        "PyTorch fp32 and ONNX Runtime dynamic int8 (bertjax/reproduce/peers.py says what "
+        "is measured).",
         "",
     ]  # fmt: skip
     if failures:

@@ -5,18 +5,22 @@ interrupted run and skips a finished one, so the whole reproduction is resumable
 Once a run has its results.json its checkpoints go (they only serve resuming; a
 grid's would fill the disk); a student's export goes too once its latency is
 measured — teachers' exports stay, the students of their seed start from them.
+The seed-0 teacher also gets its `peers.json` (`peers.py`: PyTorch fp32 and ONNX
+Runtime int8), measured on the first invocation that finds it missing.
 """
 
 import importlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jax
 import ml_collections
 
 from bertjax import bench, paths
+from bertjax.reproduce import peers
 from bertjax.reproduce.grid import TEACHER, Budget, Cell
 from bertjax.train import loop
 
@@ -83,6 +87,9 @@ def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path) -> dict:
         and (directory / "export").is_dir()
     ):
         latency_path.write_text(json.dumps(measure(directory / "export", runs, task), indent=2))
+    if budget.latency and budget.peers and seed == 0 and not cell.needs_teacher():
+        if peers.ensure(directory, task) is None:  # the table notes the absence too
+            print(f"reproduce: {task}: no {peers.FILE}, {peers.missing_runtime()}", file=sys.stderr)
     if cell.needs_teacher():  # measured (seed 0) or not needed: students' exports go
         for name in ("export", "export_fp32"):
             shutil.rmtree(directory / name, ignore_errors=True)

@@ -39,10 +39,13 @@ class Budget:
     train_limits: dict  # task -> train examples (0: all)
     smoke: bool = False
     latency: bool = True  # measure batch-1 / batch-32 latency vs the PyTorch teacher
+    # With latency: the seed-0 teacher in PyTorch fp32 and ONNX Runtime int8 (peers.py);
+    # not for the smoke budget's random models (an ONNX export and two dev passes).
+    peers: bool = True
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", "tiny", 1, 1, 1, 1, 1, {}, smoke=True),
+    "smoke": Budget("smoke", "tiny", 1, 1, 1, 1, 1, {}, smoke=True, peers=False),
     "small": Budget("small", "minilm-l6-h384", 3, 1, 2, 3, 3, {"sst2": 8000}),
     "full": Budget("full", "minilm-l6-h384", 3, 3, 3, 3, 3, {}),
 }

@@ -10,6 +10,7 @@ import numpy as np
 from bertjax.data.tasks import get_task
 from bertjax.report import shipped_bytes
 from bertjax.reproduce import claims as claims_lib
+from bertjax.reproduce import peers as peers_lib
 from bertjax.reproduce.cells import workdir
 from bertjax.reproduce.grid import TEACHER, Cell
 from bertjax.train.metrics import main_score
@@ -17,7 +18,7 @@ from bertjax.train.metrics import main_score
 
 def collect(runs: Path, tasks, cells: list[Cell], seeds: int) -> dict:
     """`{task: {cell: [results per finished seed]}}`; seed 0's results carry its
-    `latency` (latency.json) when measured."""
+    `latency` (latency.json) when measured, the teacher's its `peers` (peers.json)."""
     out = {}
     for task in tasks:
         found = {}
@@ -32,6 +33,8 @@ def collect(runs: Path, tasks, cells: list[Cell], seeds: int) -> dict:
                 latency = directory / "latency.json"
                 if latency.exists():
                     results["latency"] = json.loads(latency.read_text())
+                if (directory / peers_lib.FILE).exists():
+                    results["peers"] = json.loads((directory / peers_lib.FILE).read_text())
                 per_seed.append(results)
             if per_seed:
                 found[cell.name] = per_seed
@@ -58,8 +61,65 @@ def _mean_field(results: list[dict], field: str) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
+PEERS_ABSENT = (
+    "Peers (the seed-0 teacher in PyTorch fp32 and ONNX Runtime dynamic int8): not "
+    "measured. They are measured with latency (not in the smoke budget, not with "
+    "--no-latency) where torch, onnx and onnxruntime are installed; rerunning the same "
+    "command fills them in."
+)
+
+
+def peer_points(task: str, runs: dict) -> list[dict]:
+    """The reference points of the seed-0 teacher's peers.json, [] without one: per
+    runtime its `label`, dev `score` (points), `bytes`, `ms` and `speedup` (vs the
+    PyTorch teacher in the same rounds) per batch ("b1", "b32"), and its loyalty to the
+    PyTorch teacher (None for the teacher itself and for STS-B)."""
+    teacher = runs.get(TEACHER) or [{}]
+    peers = teacher[0].get("peers")
+    if not peers:
+        return []
+    dev, batches = peers["dev"], ("b1", "b32")
+    loyalty = dev["ort_int8_loyalty"]
+    return [
+        {
+            "label": "PyTorch fp32 teacher",
+            "score": 100 * main_score(task, dev["torch_teacher"]),
+            "bytes": peers["torch_teacher_bytes"],
+            "ms": {b: peers[b]["torch_teacher_ms"] for b in batches},
+            "speedup": {b: 1.0 for b in batches},
+            "label_loyalty": None,
+            "probability_loyalty": None,
+        },
+        {
+            "label": "ORT int8 teacher",
+            "score": 100 * main_score(task, dev["ort_int8"]),
+            "bytes": peers["ort_int8_bytes"],
+            "ms": {b: peers[b]["ort_int8_ms"] for b in batches},
+            "speedup": {b: peers[b]["ort_int8_speedup_vs_torch_teacher"] for b in batches},
+            "label_loyalty": loyalty.get("label_loyalty"),
+            "probability_loyalty": loyalty.get("probability_loyalty"),
+        },
+    ]
+
+
+def _peer_row(point: dict, teacher_score: float, params: int) -> str:
+    """A table row of one peer: its seed-0 score, % of the PyTorch teacher's, its sizes."""
+    loyalties = [point[f] for f in ("label_loyalty", "probability_loyalty")]
+    loyalties = " | ".join("-" if value is None else f"{value:.3f}" for value in loyalties)
+    latency = " | ".join(
+        f"{point['ms'][b]:.1f} ({point['speedup'][b]:.2f}x)" for b in ("b1", "b32")
+    )
+    return (
+        f"| {point['label']} | peer | {point['score']:.2f} (seed 0) | "
+        f"{100 * point['score'] / teacher_score:.1f} | {params / 1e6:.2f}M | "
+        f"{point['bytes'] / 1e6:.2f} | {latency} | {loyalties} |"
+    )
+
+
 def task_table(task: str, runs: dict, cells: list[Cell]) -> list[str]:
-    """Markdown lines for one task: the teacher row first, then every cell that ran."""
+    """Markdown lines for one task: the teacher row first, the seed-0 teacher's peers
+    (PyTorch fp32, ONNX Runtime int8) next or a note on their absence, then every
+    cell that ran."""
     metric = get_task(task).main_metric
     teacher = [100 * main_score(task, r["metrics"]) for r in runs.get(TEACHER, [])]
     lines = [
@@ -83,7 +143,18 @@ def task_table(task: str, runs: dict, cells: list[Cell]) -> list[str]:
             f"{_mean_field(results, 'label_loyalty')} | "
             f"{_mean_field(results, 'probability_loyalty')} |"
         )
-    return lines + [""]
+        if cell.name == TEACHER:
+            points = peer_points(task, runs)
+            lines += [_peer_row(p, points[0]["score"], results[0]["params"]) for p in points]
+    if not peer_points(task, runs):
+        return lines + ["", PEERS_ABSENT, ""]
+    return lines + [
+        "",
+        "Peer rows: the seed-0 teacher in PyTorch fp32 and ONNX Runtime dynamic int8 "
+        "(peers.json): dev score, % of the PyTorch teacher's, the .onnx / fp32 parameter "
+        "bytes, latency and loyalty vs the PyTorch teacher timed in the same rounds.",
+        "",
+    ]
 
 
 def claims_table(collected: dict, claim_list) -> tuple[list[str], list[dict]]:
@@ -108,9 +179,33 @@ def claims_table(collected: dict, claim_list) -> tuple[list[str], list[dict]]:
     return lines, records
 
 
+PEER_MARKERS = {"PyTorch fp32 teacher": ("X", "black"), "ORT int8 teacher": ("P", "tab:red")}
+
+
+def reference_markers(task: str, runs: dict) -> list[tuple[int, str, float, float]]:
+    """`(panel, label, x, score)` of each reference marker of a task's plots: panel 0 is
+    latency (batch-32 ms), panel 1 size (MB). The peers (`peer_points`) where measured;
+    else the PyTorch teacher's time from the teacher's own latency.json, at the
+    teacher's mean score (it has no size measurement)."""
+    points = peer_points(task, runs)
+    if points:
+        return [
+            marker
+            for p in points
+            for marker in ((0, p["label"], p["ms"]["b32"], p["score"]),
+                           (1, p["label"], p["bytes"] / 1e6, p["score"]))
+        ]  # fmt: skip
+    teacher = runs.get(TEACHER)
+    if not teacher or not teacher[0].get("latency"):
+        return []
+    score = float(np.mean([100 * main_score(task, r["metrics"]) for r in teacher]))
+    return [(0, "PyTorch fp32 teacher", teacher[0]["latency"]["b32"]["torch_teacher_ms"], score)]
+
+
 def plot(collected: dict, cells: list[Cell], path: Path) -> None:
-    """Per task: score vs measured batch-32 latency (the PyTorch teacher as a reference
-    point) and score vs shipped bytes; one marker per family, mean over seeds."""
+    """Per task: score vs measured batch-32 latency and score vs shipped bytes; one
+    marker per family, mean over seeds; the seed-0 teacher in PyTorch fp32 and ONNX
+    Runtime int8 as reference points (`reference_markers`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,12 +233,12 @@ def plot(collected: dict, cells: list[Cell], path: Path) -> None:
             if size:
                 axes[row, 1].scatter(size / 1e6, score, **kw)
                 axes[row, 1].annotate(cell.name, (size / 1e6, score), fontsize=6)
-        teacher = runs.get(TEACHER)
-        if teacher and teacher[0].get("latency"):
-            score = float(np.mean([100 * main_score(task, r["metrics"]) for r in teacher]))
-            torch_ms = teacher[0]["latency"]["b32"]["torch_teacher_ms"]
-            axes[row, 0].scatter(torch_ms, score, marker="X", color="black", s=60,
-                                 label="PyTorch fp32 teacher")  # fmt: skip
+        for panel, label, x, score in reference_markers(task, runs):
+            marker, color = PEER_MARKERS[label]
+            axes[row, panel].scatter(x, score, marker=marker, color=color, s=60, label=label)
+        if not peer_points(task, runs):
+            axes[row, 0].text(0.01, 0.01, "ONNX Runtime int8 peer: not measured", fontsize=6,
+                              transform=axes[row, 0].transAxes)  # fmt: skip
         axes[row, 0].set_xlabel("measured latency, batch 32, seq 128 (ms)")
         axes[row, 1].set_xlabel("shipped size (MB)")
         for ax in axes[row]:
