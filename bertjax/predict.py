@@ -99,7 +99,7 @@ class Predictor:
       compute: "fp32" (float32 matmuls; an int8 export's kernels run int8 x int8) or
         "bf16" (bfloat16 matmuls with float32 accumulation; int8 kernels weight-only),
         `interventions.COMPUTE`. bf16 is ~1.6x faster at batch 32 on AVX-512 BF16 CPUs
-        (benchmarks/RESULTS.md) at a relative output error of ~1e-3.
+        (benchmarks/results/runtime.md) at a relative output error of ~1e-3.
     """
 
     def __init__(

@@ -4,7 +4,7 @@
 steps, evaluation, calibration) multiply in bfloat16 with float32 accumulation, the
 Dense products' backward too (`bertjax/models/bfloat16.py`); params, gradients, the
 optimizer, LayerNorm, softmax and the loss stay float32. On CPUs with AVX-512 BF16 or
-AMX this is the fastest arithmetic XLA:CPU has (benchmarks/RESULTS.md). It sets the
+AMX this is the fastest arithmetic XLA:CPU has (benchmarks/results/runtime.md). It sets the
 `matmul` intervention, so it cannot be combined with quantization (a clear error).
 """
 

@@ -287,7 +287,7 @@ class SelfAttention(BertModule):
     When the matmul intervention allows (`fusable_projections`), q, k and v come from
     one product with the three kernels side by side (params keep HF's names; the
     kernels are concatenated per call). Same outputs; measured ~1.03-1.10x at batch 1,
-    neutral at batch 32 (benchmarks/RESULTS.md).
+    neutral at batch 32 (benchmarks/results/runtime.md).
     """
 
     @nn.compact

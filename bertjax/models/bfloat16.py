@@ -3,7 +3,7 @@
 `dot_general(lhs, rhs, dimension_numbers)` casts both operands to bfloat16 and asks
 XLA for a float32 result: on CPUs with AVX-512 BF16 (or AMX) that runs at ~2x a float32
 product, whereas a bf16 x bf16 -> bf16 product is no faster than float32 on XLA:CPU
-(benchmarks/RESULTS.md, "bf16"). JAX's own derivative of such a product multiplies the
+(benchmarks/results/runtime.md, "bf16"). JAX's own derivative of such a product multiplies the
 float32 cotangent by the upcast operand, i.e. runs the backward in float32; for the
 Dense shape (`x [..., K] @ w [K, N]`, 90 % of BERT's FLOPs) a custom VJP keeps both
 backward products in bfloat16 with float32 results as well. Other shapes (the attention

@@ -6,7 +6,7 @@ Two arithmetics, chosen by the matmul intervention (`Matmul.stored_int8`):
                        `input_scale`), int8 x int8 with int32 accumulation
   `weight_only_dense`  W8A16: activations in bfloat16, the int8 values cast to bfloat16
                        (exact: |q| <= 127), float32 accumulation, then the weight scales
-On this machine's CPU (AVX-512 BF16/VNNI, benchmarks/RESULTS.md) XLA's bf16 x bf16 -> f32
+On this machine's CPU (AVX-512 BF16/VNNI, benchmarks/results/runtime.md) XLA's bf16 x bf16 -> f32
 product runs at ~1.5x the int8 one, so W8A16 is both faster and closer to fp32.
 """
 

@@ -86,7 +86,7 @@ class Bfloat16(Matmul):
     with float32 params and gradients: mixed-precision training.
 
     On CPUs with AVX-512 BF16 or AMX the product runs at ~2x float32 (measured in
-    benchmarks/RESULTS.md); outputs differ from float32 by bf16 rounding of the
+    benchmarks/results/runtime.md); outputs differ from float32 by bf16 rounding of the
     operands (relative ~1e-3). Use `Interventions(matmul=BFLOAT16)`.
     """
 

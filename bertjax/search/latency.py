@@ -8,7 +8,7 @@ a constant, the layer count, and the multiply-adds of the layers' products (`fea
 The paper fits an MLP on the architecture; with a dozen noisy measurements (a shared CPU)
 we keep three free parameters per batch size: on the same measurements one term per
 weight shape (seven) gave held-out errors of 98 % / 89 % (batch 1 / 32), these three
-130 % / 11 % (benchmarks/RESULTS.md; batch-1 timings on the loaded machine are noise).
+130 % / 11 % (benchmarks/results/search.md; batch-1 timings on the loaded machine are noise).
 It round-trips through JSON (`to_json` / `from_json`).
 """
 

@@ -9,7 +9,7 @@ weights move toward the layers that transport cheaply (the paper's cost
 attention, `emd.update_weights`: softmax of the inverse-cost scores at
 `weight_temperature`, or plain normalisation when it is 0, the default here: with a
 softmax at T=1 the weights collapsed onto one layer within 100 steps on MRPC, see
-benchmarks/RESULTS.md); they live in the method state, and the flows
+benchmarks/results/distillation.md); they live in the method state, and the flows
 and weights are returned as step metrics (`emd/...`) so they can be logged.
 The embedding-layer MSE and the prediction-layer KD are TinyBERT's.
 """

@@ -2,7 +2,7 @@
 factors towards a target compression ratio; distillation comes from `config.distill`.
 
 What the method does (the hybrid of the paper, with these choices made where it leaves
-room; see benchmarks/RESULTS.md):
+room; see benchmarks/results/lowrank.md):
   1. `init`: every selected kernel W [in, out] is factorized once by truncated SVD
      (`LowRank` with `ratio=factor_ratio`: the largest rank whose factors hold at most
      that share of W's values), then the first pruning round runs on the factors.
