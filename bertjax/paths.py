@@ -21,5 +21,5 @@ def models_root() -> Path:
 
 
 def cache_root() -> Path:
-    """`$BERTJAX_CACHE`, for tokenized data sets."""
+    """`$BERTJAX_CACHE`, for tokenized data sets and compiled executables (`xla/`)."""
     return Path(os.environ.get("BERTJAX_CACHE", Path.home() / ".cache" / "bertjax"))

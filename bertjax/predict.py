@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from bertjax import bench, models
+from bertjax import bench, compilation, models
 from bertjax.data import pipeline, sources
 from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.data.tasks import Task, eval_split, get_task
@@ -112,6 +112,7 @@ class Predictor:
         buckets: Sequence[int] | None = None,
         compute: str = "fp32",
     ):
+        compilation.enable()  # its buckets load from disk after the first Predictor
         self.directory = bench.checkpoint_dir(export_dir)
         self.task = get_task(task) if task is not None else None
         self.compute = compute

@@ -1,8 +1,14 @@
 """Test setup: 8 fake CPU devices (data parallelism), shared data and models."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The persistent compilation cache (bertjax/compilation.py) of this test session only:
+# tests that compile the same program share it, the user's cache stays untouched.
+_XLA_CACHE = tempfile.mkdtemp(prefix="bertjax-test-xla-")
+os.environ.setdefault("BERTJAX_COMPILATION_CACHE", _XLA_CACHE)
 # Tests use local checkpoints only; never wait on an unreachable hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,3 +40,7 @@ def shrink(teacher_dir):
         return config
 
     return apply
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)

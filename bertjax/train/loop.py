@@ -24,11 +24,12 @@ import numpy as np
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from bertjax import models, paths
+from bertjax import compilation, models, paths
 from bertjax.bench.latency import model_size
 from bertjax.data import pipeline, tasks, tokenizer
 from bertjax.models import layout
 from bertjax.train import (
+    ahead,
     calibration,
     checkpoint,
     distributed,
@@ -241,6 +242,30 @@ def startup_summary(run: Run, workdir: Path, start_step: int) -> str:
     )
 
 
+def _compile_ahead(compiler, train_step, eval_step, state, step_extra, run, epoch, start_batch,
+                   compiled_width, teacher_logits) -> None:  # fmt: skip
+    """Queues the train steps of this epoch's other padded lengths (not `compiled_width`),
+    then the eval steps, on `compiler`'s background thread (`ahead.py`), shaped exactly as
+    the loop will call them."""
+    config, mesh = run.config, run.mesh
+    abstract_state, extra = ahead.abstract(state), ahead.abstract(step_extra)
+    batches = ahead.train_batches_by_width(
+        run.train_data, config.train.batch_size, config.train.seed, epoch, start_batch
+    )
+    for batch in batches:
+        index = batch.pop("index")
+        if batch["input_ids"].shape[1] == compiled_width:
+            continue
+        if teacher_logits is not None:
+            batch["teacher_logits"] = teacher_logits[index]
+        sharded = ahead.abstract(mesh_lib.shard_batch(batch, mesh))
+        compiler.submit(train_step, abstract_state, sharded, *extra)
+    params, method_state = ahead.abstract((state.params, state.method_state))
+    for batch in ahead.eval_batches_by_width(run.eval_data, config.train.eval_batch_size):
+        inputs = mesh_lib.shard_batch({k: batch[k] for k in steps.MODEL_INPUTS}, mesh)
+        compiler.submit(eval_step, params, method_state, ahead.abstract(inputs))
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bool = False) -> dict:
     """Fine-tunes `config.model` on `config.task`, evaluates, exports; returns results.
 
@@ -259,6 +284,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
         return finished
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
+    compilation.enable()  # the next run of these shapes loads its executables from disk
     distributed.barrier("workdir prepared")  # no process clears what another has written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start_step = manager.latest_step() or 0
@@ -304,7 +330,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
     )
     step_extra = (teacher_params,) if distilling and not cache_teacher else ()
     eval_step = steps.make_eval_step(model, method=method)
-    with interrupt_lib.deferred_signals() as stop:
+    with interrupt_lib.deferred_signals() as stop, ahead.Compiler() as compiler:
         if fresh and method.calibration_batches:
             state = calibration.calibrate(
                 model,
@@ -347,6 +373,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | Path, *, overwrite: bo
                     batch["teacher_logits"] = teacher_logits[index]
                 state, values = train_step(state, mesh_lib.shard_batch(batch, mesh), *step_extra)
                 step += 1
+                if step == start_step + 1 and config.train.get("compile_ahead", True):
+                    # After the first step: the state now has the sharding every step sees.
+                    _compile_ahead(compiler, train_step, eval_step, state, step_extra, run,
+                                   epoch, offset + 1, batch["input_ids"].shape[1],
+                                   teacher_logits if cache_teacher else None)  # fmt: skip
                 # Every process stops at the same step (a signal may reach only one).
                 signum = distributed.agreed_signal(stop.signum)
                 stopping = signum is not None

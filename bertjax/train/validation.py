@@ -101,6 +101,8 @@ def each(check: Check) -> Check:
         return None
 
     return check_all
+
+
 def layer_indices(value: Any) -> str | None:
     """A list of layer indices >= 1, increasing; empty means the method's default."""
     fits = isinstance(value, list | tuple) and all(
@@ -155,6 +157,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("train.seed", COUNT),
     ("train.log_every_steps", POSITIVE_INT),
     ("train.eval_every_epochs", POSITIVE_INT),
+    ("train.compile_ahead", boolean),
     ("checkpoint.every_steps", POSITIVE_INT),
     ("checkpoint.keep", POSITIVE_INT),
     ("lowrank.rank", COUNT),  # 0: rank not chosen by count (energy or ratio is)

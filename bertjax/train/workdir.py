@@ -40,6 +40,7 @@ NEUTRAL_FIELDS = (
     "checkpoint.keep",
     "train.log_every_steps",
     "train.eval_every_epochs",
+    "train.compile_ahead",
     "train.eval_every_steps",
     # General distillation cut to a time budget (the schedule is num_steps'): how far a run
     # goes, like an interruption; a run stopped so is finished and is not continued.
