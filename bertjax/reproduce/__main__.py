@@ -43,7 +43,12 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
         "Latency: seed 0's export, seq 128, best of 5 round-robin calls beside the seed-0 "
         "teacher run by PyTorch fp32 in the same process. Peer rows: that teacher in "
         "PyTorch fp32 and ONNX Runtime dynamic int8 (bertjax/reproduce/peers.py says what "
-        "is measured).",
+        "is measured). Early-exit and TR-BERT rows: the latency is their export run as a "
+        "plain model (every layer, every token); the early-exit score is the last layer's, "
+        "TR-BERT's is with its token selection. Their dynamic speed-ups are in results.json "
+        "(`early_exit.sweep`: score and layer speed-up per threshold / patience; "
+        "`flops_ratio`, tokens kept) and, measured, from benchmarks/early_exit.py and "
+        "benchmarks/token_reduction.py.",
         "",
     ]  # fmt: skip
     if failures:
