@@ -13,7 +13,10 @@ exit heads, its results.json the sweep). On the task's dev set, padded to `--seq
   batch 32 over the first `--batches` batches (`ExitRunner.batched`: exited rows leave,
   the rest are compacted into smaller buckets), against the model without exits
   (`bench.jitted_forward`, every layer) on the same inputs;
-- prints a table, writes `--json` and a two-panel `--plot` (score vs speed-up).
+- prints a table, writes `--json` and a two-panel `--plot` (score vs speed-up), and with
+  `--write-results` puts each run's measured rows into its results.json
+  (`early_exit.latency`: ms and speed-up at batch 1 and 32 per point, beside the same
+  model without exits, with the command and the load average).
 
   python benchmarks/early_exit.py runs/ee/mrpc-deebert runs/ee/mrpc-pabee --task mrpc \
       --teacher runs/teacher/mrpc/export --json benchmarks/early_exit_mrpc.json \
@@ -235,6 +238,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--patiences", type=int, nargs="*", help="instead of the run's sweep")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument(
+        "--write-results", action="store_true", help="add the timings to each run's results.json"
+    )
     args = parser.parse_args(argv)
     result = run(args)
     print_table(result)
@@ -242,7 +248,29 @@ def main(argv=None) -> dict:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
         plot(result, args.plot)
+    if args.write_results:
+        write_results(result, args.runs, "python " + " ".join(sys.argv))
     return result
+
+
+def write_results(result: dict, runs: list[str], command: str) -> None:
+    """Adds each run's measured rows to its results.json as `early_exit.latency`."""
+    keep = ("criterion", "value", "score", "mean_exit_layer", "ms_b1", "speedup_b1",
+            "ms_b32", "speedup_b32")  # fmt: skip
+    for directory in map(Path, runs):
+        path = directory / "results.json"
+        results = json.loads(path.read_text())
+        results["early_exit"]["latency"] = {
+            "command": command,
+            "load_average": result["load_average"],
+            "seq": result["seq"],
+            "compute": result["compute"],
+            "timed": result["timed"],
+            "points": [
+                {k: row[k] for k in keep} for row in result["rows"] if row["run"] == directory.name
+            ],
+        }
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
