@@ -152,6 +152,7 @@ def test_peer_rows_and_markers_appear_with_peers_json_and_a_note_without(tmp_pat
 
 
 def test_a_finished_teacher_gets_its_peers_on_the_next_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cells, "quiet", lambda max_load: True)
     directory = _finished_teacher(tmp_path)
     (teacher,) = grid.cells(grid.BUDGETS["small"], ())
     measured = []
@@ -177,6 +178,25 @@ def test_a_finished_teacher_gets_its_peers_on_the_next_run(tmp_path, monkeypatch
     assert json.loads((directory / peers.FILE).read_text()) == PEERS
     cells.run(teacher, grid.BUDGETS["small"], "rte", 0, tmp_path)
     assert len(measured) == 1  # measured once
+
+
+def test_timing_waits_for_a_quiet_machine_and_the_export_stays_until_then(tmp_path, monkeypatch):
+    _finished_teacher(tmp_path)
+    budget = grid.dataclasses.replace(grid.BUDGETS["small"], peers=False)
+    student = grid.Cell("ptq-int8", "quantization", "quant_ptq", "model={teacher},int8=true")
+    directory = cells.workdir(tmp_path, "rte", student, 0)
+    (directory / "export").mkdir(parents=True)
+    (directory / "results.json").write_text(json.dumps({"metrics": {"accuracy": 0.6}}))
+    timed = []
+    monkeypatch.setattr(cells, "measure", lambda export, runs, task: timed.append(export) or {})
+    monkeypatch.setattr(cells.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    cells.run(student, budget, "rte", 0, tmp_path)
+    assert not timed and (directory / "export").is_dir()  # busy: waits, keeps the export
+    assert cli.catch_up(["rte"], [student], budget, tmp_path, cells.MAX_LOAD) == 1
+    monkeypatch.setattr(cells.os, "getloadavg", lambda: (1.2, 2.0, 3.0))
+    assert cli.catch_up(["rte"], [student], budget, tmp_path, cells.MAX_LOAD) == 0
+    assert timed == [directory / "export"] and (directory / "latency.json").exists()
+    assert not (directory / "export").exists()  # timed: a student's export goes
 
 
 @pytest.mark.slow  # ONNX export and int8 quantization of a tiny model, two dev passes

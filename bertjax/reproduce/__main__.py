@@ -65,6 +65,17 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
     return out / "table.md"
 
 
+def catch_up(tasks, cell_list, budget, runs: Path, max_load: float) -> int:
+    """Times the finished seed-0 cells whose timing was deferred (cells.measure_pending),
+    as far as the load allows; returns how many still wait."""
+    waiting = 0
+    for task in tasks:
+        for cell in cell_list:
+            if (cells_lib.workdir(runs, task, cell, 0) / "results.json").exists():
+                waiting += not cells_lib.measure_pending(cell, budget, task, runs, max_load)
+    return waiting
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bertjax.reproduce", description=__doc__.split("\n\n")[0]
@@ -77,6 +88,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, help="default runs/reproduce/BUDGET")
     parser.add_argument("--out", type=Path, help="default reproduction/BUDGET")
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    parser.add_argument("--max-load", type=float, default=cells_lib.MAX_LOAD,
+                        help="time latency only at or below this 1-minute load average; "
+                        "above it the timing waits (default %(default)s)")  # fmt: skip
+    parser.add_argument("--latency-only", action="store_true",
+                        help="train nothing: time the finished cells still waiting, then "
+                        "rewrite the tables")  # fmt: skip
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
@@ -87,6 +104,12 @@ def main(argv=None) -> int:
     out = args.out or Path("reproduction") / budget.name
     cell_list = grid.cells(budget, args.families)
     failures = []
+    if args.latency_only:
+        waiting = catch_up(args.tasks, cell_list, budget, runs, args.max_load)
+        collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+        say(f"tables: {write_outputs(out, args, budget, collected, cell_list, failures)}")
+        say(f"{waiting} cell(s) still wait for a quiet machine" if waiting else "all timed")
+        return 1 if waiting else 0
     total = len(args.tasks) * len(cell_list) * args.seeds
     done = 0
     for task in args.tasks:
@@ -96,7 +119,7 @@ def main(argv=None) -> int:
                 name = f"{task}/{cell.name}/seed{seed}"
                 say(f"[{done}/{total}] {name}")
                 try:
-                    cells_lib.run(cell, budget, task, seed, runs)
+                    cells_lib.run(cell, budget, task, seed, runs, args.max_load)
                 except KeyboardInterrupt:
                     say(f"interrupted at {name}: rerun the same command to resume")
                     return 130
@@ -106,6 +129,8 @@ def main(argv=None) -> int:
                     log.parent.mkdir(parents=True, exist_ok=True)
                     log.write_text(traceback.format_exc())
                     say(f"FAILED {name} (traceback in {log})")
+            if cells_lib.quiet(args.max_load):  # (each deferral was said by its cell)
+                catch_up([task], cell_list, budget, runs, args.max_load)
             # After every cell (all its seeds), so an interrupted grid leaves its tables.
             collected = table.collect(runs, args.tasks, cell_list, args.seeds)
             path = write_outputs(out, args, budget, collected, cell_list, failures)

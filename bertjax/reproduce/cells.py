@@ -67,9 +67,21 @@ def config_for(cell: Cell, budget: Budget, task: str, seed: int, runs: Path):
     return config
 
 
-def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path) -> dict:
+# Latency is timed only on an otherwise idle machine: above this 1-minute load average
+# (a finished run's own threads still count for a minute) the timing waits, the export
+# stays, and a later cell or `--latency-only` measures it (`measure_pending`).
+MAX_LOAD = 3.0
+
+
+def quiet(max_load: float) -> bool:
+    return os.getloadavg()[0] <= max_load
+
+
+def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path,
+        max_load: float = MAX_LOAD) -> dict:  # fmt: skip
     """The cell's results.json (training it first unless finished), with its latency
-    (`latency.json`, seed 0 only: every seed has the same architecture)."""
+    (`latency.json`, seed 0 only: every seed has the same architecture) when the machine
+    is quiet enough to time it."""
     directory = workdir(runs, task, cell, seed)
     if cell.needs_teacher() and not teacher_export(runs, task, seed).is_dir():
         raise FileNotFoundError(f"{task} seed {seed}: no teacher export (run the teacher first)")
@@ -79,21 +91,43 @@ def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path) -> dict:
     else:
         results = loop.train_and_evaluate(config_for(cell, budget, task, seed, runs), directory)
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+    if seed == 0:
+        measure_pending(cell, budget, task, runs, max_load)
+    elif cell.needs_teacher():  # only seed 0 is timed
+        _drop_exports(directory)
+    return results
+
+
+def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load: float) -> bool:
+    """Times seed 0 of a finished `cell` if it is not yet (latency.json; the teacher's
+    peers.json too) and the load is at most `max_load`; a student's export goes once
+    timed. Returns whether nothing is left pending."""
+    directory = workdir(runs, task, cell, 0)
+    export = directory / "export"
     latency_path = directory / "latency.json"
-    if (
-        budget.latency
-        and seed == 0
-        and not latency_path.exists()
-        and (directory / "export").is_dir()
-    ):
-        latency_path.write_text(json.dumps(measure(directory / "export", runs, task), indent=2))
-    if budget.latency and budget.peers and seed == 0 and not cell.needs_teacher():
+    wants_latency = budget.latency and export.is_dir() and not latency_path.exists()
+    wants_peers = (
+        budget.latency and budget.peers and not cell.needs_teacher()
+        and not (directory / peers.FILE).exists() and peers.missing_runtime() is None
+    )  # fmt: skip
+    if (wants_latency or wants_peers) and not quiet(max_load):
+        load = os.getloadavg()[0]
+        print(f"reproduce: {task}/{cell.name}: timing deferred (load {load:.1f} > "
+              f"{max_load:g}); the export stays until it is timed", file=sys.stderr)  # fmt: skip
+        return False
+    if wants_latency:
+        latency_path.write_text(json.dumps(measure(export, runs, task), indent=2))
+    if budget.latency and budget.peers and not cell.needs_teacher():
         if peers.ensure(directory, task) is None:  # the table notes the absence too
             print(f"reproduce: {task}: no {peers.FILE}, {peers.missing_runtime()}", file=sys.stderr)
-    if cell.needs_teacher():  # measured (seed 0) or not needed: students' exports go
-        for name in ("export", "export_fp32"):
-            shutil.rmtree(directory / name, ignore_errors=True)
-    return results
+    if cell.needs_teacher():  # timed, or never to be: students' exports go
+        _drop_exports(directory)
+    return True
+
+
+def _drop_exports(directory: Path) -> None:
+    for name in ("export", "export_fp32"):
+        shutil.rmtree(directory / name, ignore_errors=True)
 
 
 def measure(export: Path, runs: Path, task: str, repeats: int = 5) -> dict:
