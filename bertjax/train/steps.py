@@ -15,6 +15,7 @@ import optax
 
 from bertjax.models.interventions import STATS, empty_stats, matmul_sites
 from bertjax.train.state import TrainState
+from methods import losses
 from methods.base import Method
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -24,13 +25,7 @@ def task_loss(
     logits: jax.Array, labels: jax.Array, weights: jax.Array, regression: bool
 ) -> jax.Array:
     """Weighted mean cross-entropy (classification) or squared error (regression)."""
-    if regression:
-        per_example = jnp.square(logits[:, 0].astype(jnp.float32) - labels)
-    else:
-        per_example = optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), labels
-        )
-    return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    return losses.weighted_mean(losses.per_example(logits, labels, regression), weights)
 
 
 def forward(

@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from methods import losses
 from methods.base import Method, fields_from
 
 
@@ -19,10 +20,6 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
     """Per-example CE of the student's tempered distribution against the teacher's."""
     targets = jax.nn.softmax(teacher_logits / temperature, axis=-1)
     return -jnp.sum(targets * jax.nn.log_softmax(student_logits / temperature, axis=-1), -1)
-
-
-def _weighted_mean(values, weights):
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,5 +52,5 @@ class LogitDistillation(Method):
             per_example = jnp.mean(jnp.square(s - t), axis=-1)
         else:
             per_example = self.temperature**2 * soft_cross_entropy(s, t, self.temperature)
-        kd = _weighted_mean(per_example, batch["weights"])
+        kd = losses.weighted_mean(per_example, batch["weights"])
         return (1.0 - self.alpha) * task_loss + self.alpha * kd, {"kd_loss": kd}

@@ -24,9 +24,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bertjax.models.interventions import Interventions
+from methods import losses
 from methods.base import Method, fields_from
 from methods.bitfit import train_only
 from methods.dynamic import exits
@@ -51,16 +51,6 @@ def exit_logits(params: dict, layer: int, hidden: jax.Array) -> jax.Array:
     pooler = heads["pooler"] if "pooler" in heads else params["bert"]["pooler"]["dense"]
     pooled = jnp.tanh(_dense(pooler, hidden[:, 0].astype(jnp.float32)))
     return _dense(heads["classifier"], pooled)
-
-
-def _per_example_loss(logits, labels, regression: bool):
-    if regression:
-        return jnp.square(logits[:, 0] - labels)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
-def _weighted_mean(values, weights):
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +122,8 @@ class EarlyExit(Method):
 
     def loss(self, task_loss, student, teacher, batch, params, state, step):
         per_layer = [
-            _weighted_mean(
-                _per_example_loss(logits, batch["labels"], self.regression), batch["weights"]
+            losses.weighted_mean(
+                losses.per_example(logits, batch["labels"], self.regression), batch["weights"]
             )
             for logits in self.layer_logits(params, student[1])
         ]

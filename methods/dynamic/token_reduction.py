@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from bertjax.models.interventions import Interventions, TokenSelection
+from methods import losses
 from methods.base import Method, fields_from
 
 POLICY = "token_policy"
@@ -87,10 +88,6 @@ def encoder_flops(lengths, kept, layers, num_layers, hidden_size, intermediate_s
 def split(params: dict) -> tuple[dict, dict | None]:
     """`(model params, policy params)`."""
     return {k: v for k, v in params.items() if k != POLICY}, params.get(POLICY)
-
-
-def per_example_ce(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
 def repeat(batch: dict, copies: int) -> dict:
@@ -216,7 +213,7 @@ class TokenReduction(Method):
         def loss_of(probe):
             tokens = TokenSelection(probe=probe, probe_layer=self.guide_layer)
             outputs, inter = apply(model_params, batch, Interventions(tokens=tokens), ("hidden",))
-            loss = per_example_ce(outputs["logits"], batch["labels"])
+            loss = losses.per_example(outputs["logits"], batch["labels"], regression=False)
             return jnp.sum(loss * batch["weights"]), inter
 
         grad, inter = jax.grad(loss_of, has_aux=True)(jnp.zeros(shape, jnp.float32))
@@ -263,7 +260,7 @@ class TokenReduction(Method):
     def loss(self, task_loss, student, teacher, batch, params, state, step):
         outputs, inter = student
         logits = outputs["logits"].astype(jnp.float32)
-        hard = per_example_ce(logits, batch["labels"])
+        hard = losses.per_example(logits, batch["labels"], regression=False)
         in_policy_phase = step < self.policy_steps
         if teacher is not None:
             targets = jax.nn.softmax(teacher[0]["logits"].astype(jnp.float32) / self.temperature)
