@@ -19,13 +19,15 @@ batch's largest, the others' surplus positions are masked keys, as padding is.
 
 import bisect
 from collections import Counter
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax.models import staged
+from bertjax.models import checkpoints, convert, staged
 from bertjax.models.interventions import NONE, Interventions, TokenSelection
+from methods.dynamic.token_reduction import POLICY, policy_probability
 
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
@@ -46,6 +48,31 @@ def gather_kept(x: jax.Array, keep: jax.Array, length: int):
         jnp.take_along_axis(x, index[..., None], axis=1),
         jnp.take_along_axis(keep, index, axis=1),
     )
+
+
+def load(
+    directory: str | Path,
+    *,
+    head: str = "classification",
+    threshold: float = 0.5,
+    buckets=BUCKETS,
+    interventions: Interventions = NONE,
+) -> "ReducedForward":
+    """The reduced model of a TR-BERT export: its weights, and its policy nets from the
+    `token_policy.{layer}.*` side tree (the keys name the layers they select before);
+    ValueError for an export without them."""
+    model, params = checkpoints.load_pretrained(directory, head=head)
+    policy = convert.side_tree(checkpoints.read_state_dict(Path(directory)), POLICY)
+    if policy is None:
+        raise ValueError(f"{directory} has no token policy ({POLICY}.* in its safetensors)")
+    layers = tuple(sorted(int(layer) for layer in policy))
+    selection = TokenSelection(
+        layers=layers,
+        policy=policy_probability,
+        params=tuple(jax.tree.map(jnp.asarray, policy[str(layer)]) for layer in layers),
+        threshold=threshold,
+    )
+    return ReducedForward(model, params, selection, buckets, interventions)
 
 
 class ReducedForward:

@@ -27,9 +27,10 @@ import numpy as np
 ENCODER_ROOTS = ("embeddings", "encoder", "pooler")
 # Keys with no parameter of their own: buffers, the tied MLM decoder, the NSP head.
 _SKIPPED = ("position_ids", "cls.predictions.decoder.", "cls.seq_relationship.")
-# Method-owned trees exported beside the model (early exit's heads, `exit_heads.{i}...`):
-# the model loader skips them; `side_tree(state, root)` reads one back.
-SIDE_TREES = ("exit_heads",)
+# Method-owned trees exported beside the model (early exit's heads, `exit_heads.{i}...`;
+# TR-BERT's policy nets, `token_policy.{layer}...`): the model loader skips them;
+# `side_tree(state, root)` reads one back.
+SIDE_TREES = ("exit_heads", "token_policy")
 # A stored-int8 leaf: int8 values and float32 scales (and a static activation scale).
 QVALUE, SCALE, INPUT_SCALE = "qvalue", "scale", "input_scale"
 # HF-layout suffixes of the scales of the int8 tensor `X.weight`: `X.weight_scale`, ...

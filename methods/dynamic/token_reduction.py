@@ -288,7 +288,9 @@ class TokenReduction(Method):
         return optax.multi_transform(groups, labels)
 
     def finalize(self, params, state, config):
-        return split(params)[0], config
+        # The policy nets ship with the model (a side tree of the export, skipped by the
+        # model loader): `bertjax.inference.token_reduction.load` runs the reduced model.
+        return params, config
 
     def report(self, params, state):
         return {

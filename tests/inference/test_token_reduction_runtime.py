@@ -81,3 +81,20 @@ def test_each_bucket_compiles_once():
     reduced(ids[2:3], mask[2:3], types[2:3])  # a shorter row: new buckets, once each
     assert len(reduced.traces) > len(first) and set(reduced.traces.values()) == {1}
     assert runtime.bucket_of(17) == 24 and runtime.bucket_of(9999) == 512
+
+
+def test_an_export_carries_its_policy_and_loads_as_the_same_reduced_model(tmp_path):
+    model = models.BertModel(CONFIG, head="classification", num_labels=2)
+    _, model_params, selection, (ids, mask, types) = _setup()
+    method = TokenReduction.from_config({"layers": (1, 3)}, Context(model=CONFIG))
+    policy = {str(layer): p for layer, p in zip(method.layers, selection.params, strict=True)}
+    exported, _ = method.finalize({**model_params, "token_policy": policy}, {}, CONFIG)
+    models.save_pretrained(model, exported, tmp_path, labels=("0", "1"))
+    loaded = runtime.load(tmp_path)
+    assert loaded.selection.layers == (1, 3)
+    want, want_kept = runtime.ReducedForward(model, model_params, selection)(ids, mask, types)
+    got, got_kept = loaded(ids, mask, types)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got_kept, want_kept)
+    _, plain = models.load_pretrained(tmp_path, head="classification")
+    assert "token_policy" not in plain  # the model loader skips the side tree
