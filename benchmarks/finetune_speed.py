@@ -17,7 +17,13 @@ empty persistent cache (bertjax before the compile levers); `ahead` also compile
 other lengths on a background thread (`config.train.compile_ahead`, the default), empty
 cache (a first run); `warm` is `ahead` with the persistent cache filled by a previous run
 of the same shapes (`bertjax/compilation.py`: a rerun, another seed, a grid's next cell).
+`--bucket-multiples` pads batches to multiples of each value (`config.data.bucket_multiple`;
+finer pads less, compiles more lengths). The bertjax rows are every
+compute x variant x multiple, or `--rows compute:variant:multiple ...`.
 `--rounds N` repeats every row N times in turn and keeps each row's fastest.
+
+  python benchmarks/finetune_speed.py --task mrpc --rows bf16:serial:32 bf16:ahead:32 \
+      bf16:warm:32 bf16:warm:8
 """
 
 import argparse
@@ -54,10 +60,12 @@ def run_bertjax(
     workdir: str,
     compute: str = "fp32",
     compile_ahead: bool = True,
+    bucket_multiple: int = 32,
 ) -> dict:
     config = finetune.get_config(f"model=minilm-l6-h384,task={task}")
     config.precision.compute = compute
     config.train.compile_ahead = compile_ahead
+    config.data.bucket_multiple = bucket_multiple
     config.train.num_epochs = num_epochs
     config.data.train_limit = train_limit
     config.checkpoint.every_steps = 10**9  # one save at the end, like the PyTorch loop's none
@@ -83,7 +91,7 @@ def run_pytorch(task: str, num_epochs: float, train_limit: int) -> dict:
     }
 
 
-def bertjax_row(args, compute: str, variant: str, warm_cache: Path) -> dict:
+def bertjax_row(args, compute: str, variant: str, multiple: int, warm_cache: Path) -> dict:
     """One bertjax fine-tune as `variant` (see the module doc). `warm_cache` is the cache
     the `warm` rows read: the first `ahead` row fills it (it is empty then, so that row is
     still a first run); without one, an unreported run fills it."""
@@ -91,13 +99,13 @@ def bertjax_row(args, compute: str, variant: str, warm_cache: Path) -> dict:
     if variant == "warm" and empty_warm:
         use_cache(warm_cache)
         with tempfile.TemporaryDirectory() as workdir:
-            run_bertjax(args.task, args.num_epochs, args.train_limit, workdir, compute)
+            run_bertjax(args.task, args.num_epochs, args.train_limit, workdir, compute,
+                        bucket_multiple=multiple)  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir, tempfile.TemporaryDirectory() as empty:
         filling = variant == "warm" or (variant == "ahead" and empty_warm)
         use_cache(warm_cache if filling else Path(empty))
-        return run_bertjax(
-            args.task, args.num_epochs, args.train_limit, workdir, compute, variant != "serial"
-        )
+        return run_bertjax(args.task, args.num_epochs, args.train_limit, workdir, compute,
+                           variant != "serial", multiple)  # fmt: skip
 
 
 def main() -> None:
@@ -107,8 +115,20 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=0)
     parser.add_argument("--compute", nargs="+", default=["fp32"], choices=list(COMPUTE))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--bucket-multiples", type=int, nargs="+", default=[32])
+    parser.add_argument(
+        "--rows", nargs="+", help="compute:variant:multiple, instead of the product"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    if args.rows:
+        rows_wanted = [(c, v, int(m)) for c, v, m in (r.split(":") for r in args.rows)]
+    else:
+        rows_wanted = [(c, v, m) for c in args.compute for v in args.variants
+                       for m in args.bucket_multiples]  # fmt: skip
+    for compute, variant, _ in rows_wanted:
+        if compute not in COMPUTE or variant not in VARIANTS:
+            parser.error(f"unknown compute {compute!r} or variant {variant!r}")
     rows: dict[str, dict] = {}
 
     def keep_fastest(name: str, result: dict) -> None:
@@ -116,16 +136,13 @@ def main() -> None:
             rows[name] = result
 
     with tempfile.TemporaryDirectory() as caches:
-        warm = {c: Path(caches) / c for c in args.compute}
-        for path in warm.values():
-            path.mkdir()
+        warm: dict[tuple, Path] = {}  # (compute, multiple) -> its warm cache
         for _ in range(args.rounds):
-            for compute in args.compute:
-                for variant in args.variants:
-                    keep_fastest(
-                        f"bertjax {compute} {variant}", bertjax_row(args, compute, variant,
-                                                                    warm[compute])
-                    )  # fmt: skip
+            for compute, variant, multiple in rows_wanted:
+                cache = warm.setdefault((compute, multiple), Path(caches) / f"{compute}-{multiple}")
+                cache.mkdir(exist_ok=True)
+                result = bertjax_row(args, compute, variant, multiple, cache)
+                keep_fastest(f"bertjax {compute} {variant}, buckets of {multiple}", result)
             keep_fastest("pytorch fp32", run_pytorch(args.task, args.num_epochs, args.train_limit))
     theirs = rows["pytorch fp32"]
     print(

@@ -46,6 +46,9 @@ def build(args: dict) -> ml_collections.ConfigDict:
     config.data.train_limit = 0  # 0 means every example
     config.data.eval_limit = 0
     config.data.eval_split = ""  # empty means the task's dev split
+    # Batches are padded to a multiple of this: finer pads less (SST-2 train: 2.56x its
+    # real tokens at 32, 1.30x at 8) and compiles more lengths (3 -> 9).
+    config.data.bucket_multiple = 32
 
     # Matmul arithmetic of every forward and backward (methods/precision.py): "fp32", or
     # "bf16" (bfloat16 operands, float32 accumulation and master weights).

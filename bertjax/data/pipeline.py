@@ -3,9 +3,10 @@
 Two choices keep a jitted step from recompiling and from wasting compute on
 padding:
 * the batch size is fixed: a final partial batch is filled with weight-0 rows;
-* the padded length is the smallest of a few bucket sizes (multiples of 32 and
-  `max_seq_length`) that covers the longest row, and rows of similar length
-  are batched together, so most batches are short.
+* the padded length is the smallest of a few bucket sizes (multiples of
+  `Encoded.bucket_multiple`, 32 by default, and `max_seq_length`) that covers the
+  longest row, and rows of similar length are batched together, so most batches are
+  short. A finer multiple pads less and compiles more lengths.
 
 Every batch is a dict of numpy arrays:
   input_ids, attention_mask, token_type_ids: [B, T] int32
@@ -30,6 +31,11 @@ def buckets(max_seq_length: int, multiple: int = 32) -> tuple[int, ...]:
     return (*range(multiple, max_seq_length, multiple), max_seq_length)
 
 
+def bucket_sizes(encoded: Encoded) -> tuple[int, ...]:
+    """The padded lengths the batches of `encoded` may have."""
+    return buckets(encoded.max_seq_length, encoded.bucket_multiple)
+
+
 def padded_length(longest: int, bucket_sizes: Sequence[int]) -> int:
     """The smallest bucket size >= `longest`."""
     position = int(np.searchsorted(bucket_sizes, longest))
@@ -47,7 +53,7 @@ def collate(encoded: Encoded, indices: np.ndarray, batch_size: int) -> Batch:
     if not 0 < count <= batch_size:
         raise ValueError(f"need 1..{batch_size} indices, got {count}")
     lengths = encoded.lengths[indices]
-    width = padded_length(int(lengths.max()), buckets(encoded.max_seq_length))
+    width = padded_length(int(lengths.max()), bucket_sizes(encoded))
     input_ids = np.full((batch_size, width), encoded.pad_token_id, np.int32)
     token_type_ids = np.zeros((batch_size, width), np.int32)
     attention_mask = np.zeros((batch_size, width), np.int32)

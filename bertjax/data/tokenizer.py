@@ -42,6 +42,8 @@ class Encoded:
         split has no labels.
       max_seq_length: the truncation length, which also fixes the padding buckets.
       pad_token_id: id used by the pipeline to pad `input_ids`.
+      bucket_multiple: batches are padded to a multiple of this (or to
+        `max_seq_length`): `pipeline.buckets`. Not part of the cache: the run sets it.
     """
 
     input_ids: list[np.ndarray]
@@ -49,6 +51,7 @@ class Encoded:
     labels: np.ndarray
     max_seq_length: int
     pad_token_id: int = 0
+    bucket_multiple: int = 32
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -50,7 +50,7 @@ def train_batches_by_width(
     """The first training batch of each padded length of `epoch` from `start_batch`,
     in the order the loop meets them (collated exactly as `pipeline.train_batches`)."""
     plan = pipeline.train_batch_indices(encoded, batch_size, seed, epoch)[start_batch:]
-    sizes = pipeline.buckets(encoded.max_seq_length)
+    sizes = pipeline.bucket_sizes(encoded)
     firsts = first_of_each(
         plan, lambda indices: pipeline.padded_length(int(encoded.lengths[indices].max()), sizes)
     )

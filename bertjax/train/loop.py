@@ -107,6 +107,8 @@ def load_data(config: ConfigDict, task: tasks.Task, tok):
     train = tokenizer.load_encoded(task, "train", limit=config.data.train_limit, **kw)
     split = config.data.eval_split or tasks.eval_split(task)
     evaluation = tokenizer.load_encoded(task, split, limit=config.data.eval_limit, **kw)
+    for encoded in (train, evaluation):
+        encoded.bucket_multiple = config.data.get("bucket_multiple", 32)
     return train, evaluation
 
 

@@ -147,6 +147,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("data.max_seq_length", between(2, 512, integer=True)),
     ("data.train_limit", COUNT),
     ("data.eval_limit", COUNT),
+    ("data.bucket_multiple", between(1, 512, integer=True)),
     ("train.num_epochs", NON_NEGATIVE),
     ("train.batch_size", POSITIVE_INT),
     ("train.eval_batch_size", POSITIVE_INT),

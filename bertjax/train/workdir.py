@@ -52,7 +52,7 @@ NEUTRAL_FIELDS = (
 RESOLVED_FIELDS = ("layer_drop.layers",)
 # Fields added after runs were saved, with the value those runs had: equal to it, a
 # field that the saved config.json lacks is no difference.
-ADDED_FIELDS = {"precision.compute": "fp32"}
+ADDED_FIELDS = {"precision.compute": "fp32", "data.bucket_multiple": 32}
 SHOWN_DIFFERENCES = 4
 
 

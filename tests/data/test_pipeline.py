@@ -36,7 +36,7 @@ def mrpc_train():
 def check_batch(encoded, batch, batch_size):
     """Shapes, dtypes, and that each real row is its example's ids followed by padding."""
     width = batch["input_ids"].shape[1]
-    assert width in pipeline.buckets(encoded.max_seq_length)
+    assert width in pipeline.bucket_sizes(encoded)
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert batch[key].shape == (batch_size, width) and batch[key].dtype == np.int32
     for key in ("labels", "weights", "index"):
@@ -47,7 +47,7 @@ def check_batch(encoded, batch, batch_size):
     np.testing.assert_array_equal(batch["weights"], real.astype(np.float32))
     lengths = encoded.lengths[batch["index"][real]]
     # The smallest bucket that fits the longest row.
-    assert width == min(b for b in pipeline.buckets(encoded.max_seq_length) if b >= lengths.max())
+    assert width == min(b for b in pipeline.bucket_sizes(encoded) if b >= lengths.max())
     for row, example in enumerate(batch["index"]):
         if example < 0:
             assert not batch["attention_mask"][row].any() and batch["labels"][row] == 0
@@ -70,6 +70,19 @@ def test_buckets():
     assert pipeline.padded_length(32, (32, 64)) == 32
     with pytest.raises(ValueError, match="longer than the largest bucket"):
         pipeline.padded_length(65, (32, 64))
+
+
+def test_a_finer_bucket_multiple_pads_less(small):
+    coarse = list(pipeline.train_batches(small, BATCH_SIZE, 0, 0))
+    fine_split = synthetic(small.lengths)
+    fine_split.bucket_multiple = 8
+    fine = list(pipeline.train_batches(fine_split, BATCH_SIZE, 0, 0))
+    for a, b in zip(coarse, fine, strict=True):  # same rows, each padded to its bucket
+        np.testing.assert_array_equal(a["index"], b["index"])
+        width = b["input_ids"].shape[1]
+        assert width == min(-(-int(small.lengths[b["index"][b["index"] >= 0]].max()) // 8) * 8, 128)
+        check_batch(fine_split, b, BATCH_SIZE)
+    assert sum(b["input_ids"].size for b in fine) < sum(a["input_ids"].size for a in coarse)
 
 
 def test_eval_batches_cover_every_example_once(small):
