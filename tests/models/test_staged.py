@@ -57,3 +57,22 @@ def test_head_masks_reach_each_layer():
     np.testing.assert_allclose(got, expected["logits"], rtol=1e-5, atol=1e-6)
     plain = _staged_logits(model, params, ids, mask, types)
     assert np.abs(np.asarray(plain - got)).max() > 1e-5  # the mask changed something
+
+
+def test_stored_int8_and_factorized_kernels_run_in_pieces_as_in_the_whole_model():
+    """Dynamic inference composes with the static artifacts: int8 storage, SVD factors."""
+    from methods.lowrank import svd
+    from methods.quant import storage
+
+    model = models.BertModel(CONFIG, head="classification", num_labels=2)
+    ids, mask, types = _batch(2)
+    params = model.init(jax.random.key(2), ids, mask, types)["params"]
+    layer0 = params["bert"]["encoder"]["layer"]["0"]
+    factorized = jax.tree.map(lambda x: x, params)  # a copy whose FFN input is two factors
+    factorized["bert"]["encoder"]["layer"]["0"]["intermediate"]["dense"]["kernel"] = svd.factorize(
+        layer0["intermediate"]["dense"]["kernel"], 8
+    )
+    for stored in (storage.quantize_params(params), factorized):
+        expected = model.apply({"params": stored}, ids, mask, types)[0]["logits"]
+        got = _staged_logits(model, stored, ids, mask, types)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
