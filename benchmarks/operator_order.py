@@ -46,11 +46,11 @@ PAIRS = (
 )
 
 
-def score(results: dict[str, Any] | None) -> float | None:
-    """The main metric of one results.json dict (None for a missing run)."""
+def score(results: dict[str, Any] | None, metric: str | None = None) -> float | None:
+    """`metric` (default: the main metric) of one results.json dict; None for a missing run."""
     if not results:
         return None
-    return float(results["metrics"][results["main_metric"]])
+    return float(results["metrics"][metric or results["main_metric"]])
 
 
 def additive_prediction(teacher: float, score_a: float | None, score_b: float | None):
@@ -87,11 +87,13 @@ def failure_reason(log_text: str) -> str:
     return lines[-1] if lines else "empty log"
 
 
-def pair_row(a: str, b: str, runs: dict[str, dict | None], teacher: float) -> dict[str, Any]:
-    """One pair's numbers from `runs` (name -> results dict or None)."""
+def pair_row(
+    a: str, b: str, runs: dict[str, dict | None], teacher: float, metric: str | None = None
+) -> dict[str, Any]:
+    """One pair's numbers in `metric` from `runs` (name -> results dict or None)."""
     ab, ba = runs.get(f"{a}-{b}"), runs.get(f"{b}-{a}")
-    score_ab, score_ba = score(ab), score(ba)
-    predicted = additive_prediction(teacher, score(runs.get(a)), score(runs.get(b)))
+    score_ab, score_ba = score(ab, metric), score(ba, metric)
+    predicted = additive_prediction(teacher, score(runs.get(a), metric), score(runs.get(b), metric))
     return {
         "a": a,
         "b": b,
@@ -107,9 +109,11 @@ def pair_row(a: str, b: str, runs: dict[str, dict | None], teacher: float) -> di
     }
 
 
-def single_row(name: str, results: dict | None, teacher: float) -> dict[str, Any]:
+def single_row(
+    name: str, results: dict | None, teacher: float, metric: str | None = None
+) -> dict[str, Any]:
     """One single operator's numbers: score, % of the teacher, loyalty, params, bytes."""
-    value = score(results)
+    value = score(results, metric)
     results = results or {}
     return {
         "name": name,
@@ -118,7 +122,6 @@ def single_row(name: str, results: dict | None, teacher: float) -> dict[str, Any
         "loyalty": results.get("label_loyalty"),
         "params": results.get("params"),
         "bytes": results.get("bytes"),
-        "layers": results.get("layers"),
     }
 
 
@@ -132,88 +135,108 @@ def _mb(value):
     return "—" if value is None else f"{value / 1e6:.1f}"
 
 
+def _cells(rows: list[dict], field: str, **kw) -> str:
+    """One cell: `field` of the same row under each metric, joined by " / "."""
+    return " / ".join(_num(row[field], **kw) for row in rows)
+
+
 def markdown(
-    singles: list[dict],
-    pairs: list[dict],
-    teacher: dict[str, Any],
+    singles: dict[str, list[dict]],
+    pairs: dict[str, list[dict]],
+    teacher: dict[str, float],
     failures: dict[str, str],
-    metric: str,
+    notes: list[str] = (),
 ) -> str:
-    """The table: single operators (ranked by score), then pairs, then failed runs."""
+    """The table, every score as "metric1 / metric2 ...": single operators (best first by
+    the first metric), then pairs, then notes and the runs without results."""
+    metrics = list(singles)
+    names = " / ".join(metrics)
+    first = metrics[0]
     out = [
-        f"Teacher: {metric} {teacher['score']:.4f}, {teacher['params'] / 1e6:.1f} M params, "
-        f"{_mb(teacher['bytes'])} MB.",
+        f"Teacher: {names} {' / '.join(f'{teacher[m]:.4f}' for m in metrics)}, "
+        f"{teacher['params'] / 1e6:.1f} M params, {_mb(teacher['bytes'])} MB.",
         "",
-        f"| operator alone | {metric} | % of teacher | label loyalty | params (M) | MB |",
+        f"| operator alone | {names} | % of teacher | label loyalty | params (M) | MB |",
         "|---|---|---|---|---|---|",
     ]
-    ranked = sorted(singles, key=lambda row: -1 if row["score"] is None else row["score"])
-    for row in reversed(ranked):
+    order = sorted(
+        range(len(singles[first])),
+        key=lambda i: -(singles[first][i]["score"] or -1.0),
+    )
+    for i in order:
+        rows = [singles[m][i] for m in metrics]
+        row = rows[0]
         params = "—" if row["params"] is None else f"{row['params'] / 1e6:.1f}"
         out.append(
-            f"| {row['name']}: {LABELS.get(row['name'], '')} | {_num(row['score'])} | "
-            f"{_num(row['percent'], 1)} | {_num(row['loyalty'])} | {params} | "
+            f"| {row['name']}: {LABELS.get(row['name'], '')} | {_cells(rows, 'score')} | "
+            f"{_cells(rows, 'percent', digits=1)} | {_num(row['loyalty'])} | {params} | "
             f"{_mb(row['bytes'])} |"
         )
     out += [
         "",
-        "| A, B | A→B | B→A | A→B − B→A | additive prediction | A→B − pred. | B→A − pred. "
-        "| MB A→B / B→A |",
+        f"| A, B ({names}) | A→B | B→A | A→B − B→A | additive prediction | A→B − pred. "
+        "| B→A − pred. | MB A→B / B→A |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in pairs:
+    for i in range(len(pairs[first])):
+        rows = [pairs[m][i] for m in metrics]
+        row = rows[0]
         out.append(
-            f"| {row['a']}, {row['b']} | {_num(row['ab'])} | {_num(row['ba'])} | "
-            f"{_num(row['order_gap'], signed=True)} | {_num(row['predicted'])} | "
-            f"{_num(row['ab_excess'], signed=True)} | {_num(row['ba_excess'], signed=True)} | "
-            f"{_mb(row['ab_bytes'])} / {_mb(row['ba_bytes'])} |"
+            f"| {row['a']}, {row['b']} | {_cells(rows, 'ab')} | {_cells(rows, 'ba')} | "
+            f"{_cells(rows, 'order_gap', signed=True)} | {_cells(rows, 'predicted')} | "
+            f"{_cells(rows, 'ab_excess', signed=True)} | {_cells(rows, 'ba_excess', signed=True)} "
+            f"| {_mb(row['ab_bytes'])} / {_mb(row['ba_bytes'])} |"
         )
+    if notes:
+        out += ["", *notes]
     if failures:
         out += ["", "Runs without results:", ""]
         out += [f"- `{name}`: {reason}" for name, reason in sorted(failures.items())]
     return "\n".join(out) + "\n"
 
 
-def plot(singles: list[dict], pairs: list[dict], teacher: dict[str, Any], path: Path, metric):
-    """Left: each operator alone, score against MB. Right: observed against additive
-    prediction, both orders of each pair joined by a line (on the diagonal: additive)."""
+def plot(singles: dict[str, list[dict]], pairs: dict[str, list[dict]], teacher: dict, path: Path):
+    """Left: each operator alone, first metric against MB. Then one panel per metric:
+    observed against additive prediction, both orders of a pair joined by a line (on the
+    dotted diagonal: additive; the faint ones: ±1 point)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    left.scatter([teacher["bytes"] / 1e6], [teacher["score"]], marker="*", s=150, c="k")
-    left.annotate("teacher", (teacher["bytes"] / 1e6, teacher["score"]))
-    for row in singles:
+    metrics = list(singles)
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(6 * (1 + len(metrics)), 5))
+    left, first = axes[0], metrics[0]
+    left.scatter([teacher["bytes"] / 1e6], [teacher[first]], marker="*", s=150, c="k")
+    left.annotate("teacher", (teacher["bytes"] / 1e6, teacher[first]))
+    for row in singles[first]:
         if row["score"] is not None and row["bytes"]:
             left.scatter([row["bytes"] / 1e6], [row["score"]])
             left.annotate(row["name"], (row["bytes"] / 1e6, row["score"]))
     left.set_xlabel("exported MB")
-    left.set_ylabel(f"dev {metric}")
+    left.set_ylabel(f"dev {first}")
     left.set_title("single operators")
-    values = []
-    for row in pairs:
-        if row["predicted"] is None:
-            continue
-        points = [(row["predicted"], row["ab"], "o"), (row["predicted"], row["ba"], "s")]
-        points = [p for p in points if p[1] is not None]
-        if not points:
-            continue
-        line = right.plot([p[0] for p in points], [p[1] for p in points], "-", alpha=0.5)
-        for x, y, marker in points:
-            right.scatter([x], [y], marker=marker, color=line[0].get_color())
-            values += [x, y]
-        right.annotate(f"{row['a']}, {row['b']}", (points[0][0], points[0][1]), fontsize=8)
-    if values:
-        low, high = min(values) - 0.01, max(values) + 0.01
-        right.plot([low, high], [low, high], "k:", label="additive")
-        right.plot([low, high], [low + 0.01, high + 0.01], "k:", alpha=0.3)
-        right.plot([low, high], [low - 0.01, high - 0.01], "k:", alpha=0.3, label="±1 point")
-    right.set_xlabel(f"additive prediction: {metric}(A) + {metric}(B) − teacher")
-    right.set_ylabel(f"observed {metric}: circle A→B, square B→A")
-    right.set_title("pairs")
-    right.legend(loc="lower right")
+    for axis, metric in zip(axes[1:], metrics, strict=True):
+        values = []
+        for row in pairs[metric]:
+            points = [(row["predicted"], row["ab"], "o"), (row["predicted"], row["ba"], "s")]
+            points = [p for p in points if p[0] is not None and p[1] is not None]
+            if not points:
+                continue
+            line = axis.plot([p[0] for p in points], [p[1] for p in points], "-", alpha=0.5)
+            for x, y, marker in points:
+                axis.scatter([x], [y], marker=marker, color=line[0].get_color())
+                values += [x, y]
+            axis.annotate(f"{row['a']}, {row['b']}", points[0][:2], fontsize=8)
+        if values:
+            low, high = min(values) - 0.01, max(values) + 0.01
+            axis.plot([low, high], [low, high], "k:", label="additive")
+            for shift in (0.01, -0.01):
+                axis.plot([low, high], [low + shift, high + shift], "k:", alpha=0.25)
+            axis.legend(loc="lower right")
+        axis.set_xlabel(f"additive prediction: {metric}(A) + {metric}(B) − teacher")
+        axis.set_ylabel(f"observed {metric}: circle A→B, square B→A")
+        axis.set_title(f"pairs, {metric}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -236,19 +259,27 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher's export/")
+    parser.add_argument("--metrics", nargs="+", help="default: the main metric, accuracy")
     parser.add_argument("--out", type=Path, help="OUT.md and OUT.png")
     args = parser.parse_args(argv)
     teacher_results = json.loads((args.teacher.parent / "results.json").read_text())
-    teacher = single_row("teacher", teacher_results, score(teacher_results))
+    metrics = args.metrics or list(dict.fromkeys([teacher_results["main_metric"], "accuracy"]))
+    teacher = {m: score(teacher_results, m) for m in metrics}
+    teacher.update(params=teacher_results["params"], bytes=teacher_results["bytes"])
     runs, failures = load(args.runs)
-    singles = [single_row(name, runs[name], teacher["score"]) for name in SINGLES]
-    pairs = [pair_row(a, b, runs, teacher["score"]) for a, b in PAIRS]
-    metric = teacher_results["main_metric"]
-    text = markdown(singles, pairs, teacher, failures, metric)
+    singles = {m: [single_row(n, runs[n], teacher[m], m) for n in SINGLES] for m in metrics}
+    pairs = {m: [pair_row(a, b, runs, teacher[m], m) for a, b in PAIRS] for m in metrics}
+    notes = [
+        f"`{name}` (B under W8A8 fake-quant, before int8 storage): "
+        + " / ".join(_num(score(runs[name], m)) for m in metrics)
+        for name in runs
+        if name.endswith(".qat") and runs[name]
+    ]
+    text = markdown(singles, pairs, teacher, failures, notes)
     out = args.out or args.runs / "operator_order"
     out.with_suffix(".md").write_text(text)
     print(text)
-    plot(singles, pairs, teacher, out.with_suffix(".png"), metric)
+    plot(singles, pairs, teacher, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -69,9 +69,21 @@ def test_load_and_markdown_report_failures(tmp_path):
     runs, failures = order.load(tmp_path)
     assert runs["prune"]["params"] == 5 and runs["drop"] is None
     assert failures["drop"] == "TypeError: factorized kernel" and failures["kd"] == "not run"
-    teacher = {"score": 0.88, "params": 22e6, "bytes": 90e6}
-    singles = [order.single_row(name, runs[name], 0.88) for name in order.SINGLES]
-    pairs = [order.pair_row(a, b, runs, 0.88) for a, b in order.PAIRS]
-    text = order.markdown(singles, pairs, teacher, failures, "f1")
-    assert "| prune: structured pruning" in text and "97.7" in text  # 0.86 / 0.88
+    teacher = {"f1": 0.88, "accuracy": 0.8, "params": 22e6, "bytes": 90e6}
+    metrics = ("f1", "accuracy")
+    singles = {
+        m: [order.single_row(n, runs[n], teacher[m], m) for n in order.SINGLES] for m in metrics
+    }
+    pairs = {
+        m: [order.pair_row(a, b, runs, teacher[m], m) for a, b in order.PAIRS] for m in metrics
+    }
+    text = order.markdown(singles, pairs, teacher, failures)
+    assert "| prune: structured pruning" in text and "| 0.8600 / 0.5000 |" in text
+    assert "97.7 / 62.5" in text  # 0.86 / 0.88, 0.5 / 0.8
     assert "`drop`: TypeError: factorized kernel" in text
+
+
+def test_scores_in_another_metric():
+    runs = {"kd": _results(0.85), "int8": _results(0.87), "kd-int8": _results(0.84)}
+    row = order.pair_row("kd", "int8", runs, teacher=0.6, metric="accuracy")
+    assert row["ab"] == 0.5 and row["predicted"] == pytest.approx(0.4)
