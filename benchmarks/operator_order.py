@@ -195,10 +195,17 @@ def markdown(
     return "\n".join(out) + "\n"
 
 
-def plot(singles: dict[str, list[dict]], pairs: dict[str, list[dict]], teacher: dict, path: Path):
-    """Left: each operator alone, first metric against MB. Then one panel per metric:
-    observed against additive prediction, both orders of a pair joined by a line (on the
-    dotted diagonal: additive; the faint ones: ±1 point)."""
+def plot(
+    singles: dict[str, list[dict]],
+    pairs: dict[str, list[dict]],
+    teacher: dict,
+    path: Path,
+    floors: dict[str, float] | None = None,
+):
+    """Left: each operator alone, every metric (one marker each) against MB. Then one panel
+    per metric: observed against additive prediction, both orders of a pair joined by a
+    line (on the dotted diagonal: additive; the faint ones: ±1 point); `floors` (metric ->
+    score, e.g. the majority class's) as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,15 +213,19 @@ def plot(singles: dict[str, list[dict]], pairs: dict[str, list[dict]], teacher: 
 
     metrics = list(singles)
     fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(6 * (1 + len(metrics)), 5))
-    left, first = axes[0], metrics[0]
-    left.scatter([teacher["bytes"] / 1e6], [teacher[first]], marker="*", s=150, c="k")
-    left.annotate("teacher", (teacher["bytes"] / 1e6, teacher[first]))
-    for row in singles[first]:
-        if row["score"] is not None and row["bytes"]:
-            left.scatter([row["bytes"] / 1e6], [row["score"]])
-            left.annotate(row["name"], (row["bytes"] / 1e6, row["score"]))
+    floors = floors or {}
+    left = axes[0]
+    for metric, marker in zip(metrics, "os^v", strict=False):
+        left.scatter([teacher["bytes"] / 1e6], [teacher[metric]], marker="*", s=150, c="k")
+        left.annotate(f"teacher {metric}", (teacher["bytes"] / 1e6, teacher[metric]))
+        for i, row in enumerate(singles[metric]):
+            if row["score"] is not None and row["bytes"]:
+                left.scatter([row["bytes"] / 1e6], [row["score"]], marker=marker, color=f"C{i}")
+                left.annotate(f"{row['name']} {metric}", (row["bytes"] / 1e6, row["score"]))
+        if metric in floors:
+            left.axhline(floors[metric], ls="--", c="grey", lw=0.8)
     left.set_xlabel("exported MB")
-    left.set_ylabel(f"dev {first}")
+    left.set_ylabel(f"dev {' / '.join(metrics)} (dashed: floor)")
     left.set_title("single operators")
     for axis, metric in zip(axes[1:], metrics, strict=True):
         values = []
@@ -233,6 +244,8 @@ def plot(singles: dict[str, list[dict]], pairs: dict[str, list[dict]], teacher: 
             axis.plot([low, high], [low, high], "k:", label="additive")
             for shift in (0.01, -0.01):
                 axis.plot([low, high], [low + shift, high + shift], "k:", alpha=0.25)
+            if metric in floors:
+                axis.axhline(floors[metric], ls="--", c="grey", lw=0.8, label="floor")
             axis.legend(loc="lower right")
         axis.set_xlabel(f"additive prediction: {metric}(A) + {metric}(B) − teacher")
         axis.set_ylabel(f"observed {metric}: circle A→B, square B→A")
@@ -261,6 +274,9 @@ def main(argv=None):
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher's export/")
     parser.add_argument("--metrics", nargs="+", help="default: the main metric, accuracy")
     parser.add_argument("--out", type=Path, help="OUT.md and OUT.png")
+    parser.add_argument(
+        "--floor", nargs="*", default=[], help="METRIC=SCORE lines, e.g. the majority class's"
+    )
     args = parser.parse_args(argv)
     teacher_results = json.loads((args.teacher.parent / "results.json").read_text())
     metrics = args.metrics or list(dict.fromkeys([teacher_results["main_metric"], "accuracy"]))
@@ -279,7 +295,8 @@ def main(argv=None):
     out = args.out or args.runs / "operator_order"
     out.with_suffix(".md").write_text(text)
     print(text)
-    plot(singles, pairs, teacher, out.with_suffix(".png"))
+    floors = {k: float(v) for k, _, v in (item.partition("=") for item in args.floor)}
+    plot(singles, pairs, teacher, out.with_suffix(".png"), floors)
 
 
 if __name__ == "__main__":
