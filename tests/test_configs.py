@@ -113,6 +113,8 @@ NAMES = [
     ("distill_emd", "teacher=T", "distill_emd"),
     ("distill_theseus", "teacher=T,schedule=constant,successors=1", "theseus_constant"),
     ("token_reduction", "teacher=T", "distill_kd_soft_ce+token_reduction"),
+    ("qat_first", "then=layer_drop,drop=1", "quant_qat_w8a8+layer_drop_top1"),
+    ("qat_first", "", "prune_structured+quant_qat_w8a8"),
 ]
 
 
@@ -122,6 +124,13 @@ def test_method_names_are_derived_from_the_methods(module, arg, name):
     if config.get("model") is not None and config.model.name == "T":
         config.model.name = "tiny"
     assert _method_name(config) == name
+
+
+def test_qat_first_refuses_a_second_quantization():
+    from configs import qat_first
+
+    with pytest.raises(ValueError, match="then=quant_ptq: must name a non-quantization"):
+        qat_first.get_config("task=mrpc,then=quant_ptq")
 
 
 def test_every_config_lists_its_args_and_validates():

@@ -11,6 +11,12 @@ Budgets: "layer" removes floor(sparsity * units) in every layer; "global"
 ranks units of all layers together (scores normalised per layer, at least one
 head kept per layer). Masks reach the model as the `head_mask` / `ffn_mask`
 interventions; `finalize` slices the weights and returns a smaller config.
+
+A factorized kernel (`{"u": [in, r], "v": [r, out]}`, `methods/lowrank/`) is pruned as
+its product: rows of W = u @ v are rows of u, columns are columns of v, so the gradient
+importance reads u and its gradient (sum(dL/dW * W) over a row = sum(dL/du * u) over it),
+weight norms multiply the factors out, and `finalize` slices u's rows or v's columns
+(the rank stays).
 """
 
 import dataclasses
@@ -19,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax.models import layout
+from bertjax.models import convert, layout
 from bertjax.models.interventions import Interventions
 from bertjax.models.layout import head_columns
 from methods.base import Method, fields_from
@@ -28,6 +34,34 @@ from methods.pruning.masks import keep_mask, recompute_on
 
 def _layers(params) -> dict:
     return params["bert"]["encoder"]["layer"]
+
+
+def _row_factor(kernel):
+    """What the rows of a kernel live in: the kernel itself, or a factorized one's u."""
+    return kernel[convert.U] if convert.is_factorized(kernel) else kernel
+
+
+def _dense(kernel):
+    """The kernel as one [in, out] array (a factorized one multiplied out)."""
+    if convert.is_factorized(kernel):
+        return kernel[convert.U] @ kernel[convert.V]
+    return kernel
+
+
+def _out_width(kernel) -> int:
+    return (kernel[convert.V] if convert.is_factorized(kernel) else kernel).shape[1]
+
+
+def _take_rows(kernel, rows):
+    if convert.is_factorized(kernel):
+        return {convert.U: kernel[convert.U][rows], convert.V: kernel[convert.V]}
+    return kernel[rows]
+
+
+def _take_columns(kernel, columns):
+    if convert.is_factorized(kernel):
+        return {convert.U: kernel[convert.U], convert.V: kernel[convert.V][:, columns]}
+    return kernel[:, columns]
 
 
 def _by_head(x: jax.Array, num_heads: int, axis: int) -> jax.Array:
@@ -73,11 +107,12 @@ class StructuredPruning(Method):
         for key in sorted(_layers(params), key=int):
             p, g = _layers(params)[key], _layers(grads)[key]
             wo, go = (
-                p["attention"]["output"]["dense"]["kernel"],
-                g["attention"]["output"]["dense"]["kernel"],
+                _row_factor(p["attention"]["output"]["dense"]["kernel"]),
+                _row_factor(g["attention"]["output"]["dense"]["kernel"]),
             )
             heads.append(jnp.abs(jnp.sum(_by_head(wo * go, self.num_heads, 0), axis=(1, 2))))
-            w2, g2 = p["output"]["dense"]["kernel"], g["output"]["dense"]["kernel"]
+            w2 = _row_factor(p["output"]["dense"]["kernel"])
+            g2 = _row_factor(g["output"]["dense"]["kernel"])
             neurons.append(jnp.abs(jnp.sum(w2 * g2, axis=1)))
         return jnp.stack(heads), jnp.stack(neurons)
 
@@ -88,18 +123,19 @@ class StructuredPruning(Method):
             attention = p["attention"]
             squares = sum(
                 jnp.sum(
-                    _by_head(attention["self"][n]["kernel"] ** 2, self.num_heads, 1), axis=(1, 2)
+                    _by_head(_dense(attention["self"][n]["kernel"]) ** 2, self.num_heads, 1),
+                    axis=(1, 2),
                 )
                 for n in ("query", "key", "value")
             )
             squares = squares + jnp.sum(
-                _by_head(attention["output"]["dense"]["kernel"] ** 2, self.num_heads, 0),
+                _by_head(_dense(attention["output"]["dense"]["kernel"]) ** 2, self.num_heads, 0),
                 axis=(1, 2),
             )
             heads.append(jnp.sqrt(squares))
             neurons.append(
-                jnp.linalg.norm(p["intermediate"]["dense"]["kernel"], axis=0)
-                * jnp.linalg.norm(p["output"]["dense"]["kernel"], axis=1)
+                jnp.linalg.norm(_dense(p["intermediate"]["dense"]["kernel"]), axis=0)
+                * jnp.linalg.norm(_dense(p["output"]["dense"]["kernel"]), axis=1)
             )
         return jnp.stack(heads), jnp.stack(neurons)
 
@@ -123,7 +159,7 @@ class StructuredPruning(Method):
     # -- protocol ----------------------------------------------------------------
     def init(self, params, rngs):
         layers = len(_layers(params))
-        width = _layers(params)["0"]["intermediate"]["dense"]["kernel"].shape[1]
+        width = _out_width(_layers(params)["0"]["intermediate"]["dense"]["kernel"])
         state = {
             "head_mask": jnp.ones((layers, self.num_heads)),
             "ffn_mask": jnp.ones((layers, width)),
@@ -195,30 +231,33 @@ class StructuredPruning(Method):
 def slice_layer(layer: dict, heads: np.ndarray, neurons: np.ndarray, num_heads: int) -> dict:
     """One layer's params keeping only `heads` (original indices) and FFN `neurons`."""
     attention = layer["attention"]
-    dim = attention["self"]["query"]["kernel"].shape[1] // num_heads
+    dim = _out_width(attention["self"]["query"]["kernel"]) // num_heads
     columns = head_columns(heads, dim)
     projections = {
         name: {
-            "kernel": attention["self"][name]["kernel"][:, columns],
+            "kernel": _take_columns(attention["self"][name]["kernel"], columns),
             "bias": attention["self"][name]["bias"][columns],
         }
         for name in ("query", "key", "value")
     }
     output = dict(attention["output"])
     output["dense"] = {
-        "kernel": output["dense"]["kernel"][columns],
+        "kernel": _take_rows(output["dense"]["kernel"], columns),
         "bias": output["dense"]["bias"],
     }
     ffn_in = layer["intermediate"]["dense"]
     ffn_out = dict(layer["output"])
     ffn_out["dense"] = {
-        "kernel": ffn_out["dense"]["kernel"][neurons],
+        "kernel": _take_rows(ffn_out["dense"]["kernel"], neurons),
         "bias": ffn_out["dense"]["bias"],
     }
     return {
         "attention": {"self": projections, "output": output},
         "intermediate": {
-            "dense": {"kernel": ffn_in["kernel"][:, neurons], "bias": ffn_in["bias"][neurons]}
+            "dense": {
+                "kernel": _take_columns(ffn_in["kernel"], neurons),
+                "bias": ffn_in["bias"][neurons],
+            }
         },
         "output": ffn_out,
     }

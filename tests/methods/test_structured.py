@@ -230,3 +230,41 @@ def test_layer_drop_runs_only_kept_layers_and_finalize_removes_the_others(model_
         atol=1e-6,
     )
     assert method.report(params, state) == {"layers_kept": [1, 2], "layers_dropped": [0]}
+
+
+def _factorized(params, rank=6):
+    """`params` with every encoder kernel as rank-`rank` SVD factors (methods/lowrank/)."""
+    from methods.lowrank.svd import factorize
+
+    def walk(tree, path):
+        if not isinstance(tree, dict):
+            return tree
+        return {
+            k: factorize(v, rank) if k == "kernel" and "encoder" in path else walk(v, path + (k,))
+            for k, v in tree.items()
+        }
+
+    return walk(jax.device_get(params), ())
+
+
+def test_factorized_kernels_finalize_as_their_product(model_and_params):
+    """Lowrank, then structured pruning: the finalized model (u's rows, v's columns sliced;
+    ranks kept) equals the masked one."""
+    model, params = model_and_params
+    params = _factorized(params)
+    method, state = _pruned(params, scope="layer")
+    masked = _presented(model, method, params, state)
+    small_params, small_config = method.finalize(params, state, CONFIG)
+    small = model.clone(config=small_config)
+    np.testing.assert_allclose(_outputs(small, small_params), masked, atol=1e-5)
+    layer = small_params["bert"]["encoder"]["layer"]["0"]
+    assert layer["attention"]["self"]["query"]["kernel"]["v"].shape == (6, 16)  # 2 of 4 heads
+    assert layer["attention"]["output"]["dense"]["kernel"]["u"].shape == (16, 6)
+    assert layer["intermediate"]["dense"]["kernel"]["v"].shape == (6, 34)  # 48 - floor(14.4)
+    assert layer["output"]["dense"]["kernel"]["u"].shape == (34, 6)
+
+
+@pytest.mark.slow
+def test_factorized_gradient_importance_equals_mask_gradient(model_and_params):
+    model, params = model_and_params
+    test_gradient_importance_equals_mask_gradient((model, _factorized(params)))
