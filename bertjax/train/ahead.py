@@ -2,9 +2,10 @@
 
 A run meets each padded length (32, 64, 96, 128 at seq 128) the first time one of
 its batches has it, and XLA then compiles a new executable while the device waits:
-about 10 CPU-s per MiniLM-L6 train step on this CPU, a third of a one-epoch MRPC
-fine-tune. XLA compiles on one thread, so on a multi-core host a second thread can
-compile the next lengths while the first ones train. `jit(f).lower(...).compile()`
+about 10 CPU-s per MiniLM-L6 train step. A second thread can compile the next lengths
+while the first ones train; on a host with spare cores that hides the compilation. On
+the 2-core CPU here it gained nothing in train time (the compiling thread takes a core
+from the step; benchmarks/results/runtime.md, session 11), ~5 s of wall time. `jit(f).lower(...).compile()`
 fills the same executable cache that a later `f(...)` call reads, so the training
 loop itself is unchanged: its call simply finds the executable ready (or, while the
 thread is still on it, compiles it itself, which costs what it cost before).
