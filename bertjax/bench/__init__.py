@@ -2,6 +2,7 @@
 
 from bertjax.bench.latency import (
     Forward,
+    best_ms,
     build_forward,
     checkpoint_dir,
     checkpoint_head,
@@ -17,6 +18,7 @@ from bertjax.bench.latency import (
 
 __all__ = [
     "Forward",
+    "best_ms",
     "build_forward",
     "checkpoint_dir",
     "checkpoint_head",

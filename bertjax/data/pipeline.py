@@ -134,6 +134,10 @@ def eval_batches(encoded: Encoded, batch_size: int) -> Iterator[Batch]:
 
     Scatter predictions back with `batch['index']` (rows with index -1 are padding).
     """
-    order = np.argsort(encoded.lengths, kind="stable")
-    for indices in _split(order, batch_size):
+    for indices in eval_batch_indices(encoded, batch_size):
         yield collate(encoded, indices, batch_size)
+
+
+def eval_batch_indices(encoded: Encoded, batch_size: int) -> list[np.ndarray]:
+    """The example indices of each batch `eval_batches` yields: sorted by length."""
+    return _split(np.argsort(encoded.lengths, kind="stable"), batch_size)

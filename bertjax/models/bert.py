@@ -164,13 +164,6 @@ def _stored(module: nn.Module, name: str) -> dict | None:
     return None
 
 
-def _stored_shape(kernel: dict) -> tuple[int, int]:
-    """The [in, out] shape of the float kernel a stored one stands for."""
-    if convert.is_factorized(kernel):
-        return (kernel[convert.U].shape[0], kernel[convert.V].shape[-1])
-    return tuple(kernel[convert.QVALUE].shape)
-
-
 def dense_product(x: Array, kernel, interventions: Interventions, dtype) -> Array:
     """`x @ kernel` as the matmul intervention runs it: a stored-int8 kernel by its
     `stored_int8` product, a factorized one as `(x @ u) @ v`, a float one by its
@@ -200,7 +193,7 @@ class Dense(nn.Module):
     def __call__(self, x, interventions: Interventions = NONE):
         kernel = _stored(self, "kernel")
         if kernel is not None:
-            shape = _stored_shape(kernel)
+            shape = convert.shape_of(kernel)
             if shape != (x.shape[-1], self.features):
                 raise ValueError(
                     f"{'/'.join(self.path)}: stored kernel {shape} for input {x.shape}"

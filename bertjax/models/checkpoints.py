@@ -114,10 +114,10 @@ def _on_kernel(kernel: Any, axis: int, fn) -> Any:
     get zeros where padded; its per-output-channel scales follow a change of the output
     axis, with scale 1 for padded channels (a zero channel is exact at any scale). A
     factorized kernel's input axis is its `u`'s first, its output axis its `v`'s last."""
-    if convert.is_factorized(kernel):
+    if convert.is_factorized(kernel):  # either factor may be int8
         if axis % 2 == 0:
-            return {**kernel, convert.U: fn(np.asarray(kernel[convert.U]), 0, 0)}
-        return {**kernel, convert.V: fn(np.asarray(kernel[convert.V]), 1, 0)}
+            return {**kernel, convert.U: _on_kernel(kernel[convert.U], 0, fn)}
+        return {**kernel, convert.V: _on_kernel(kernel[convert.V], 1, fn)}
     if not convert.is_quantized(kernel):
         return fn(np.asarray(kernel), axis, 0)
     values = np.asarray(kernel[convert.QVALUE])
@@ -128,10 +128,7 @@ def _on_kernel(kernel: Any, axis: int, fn) -> Any:
 
 
 def _width(kernel: Any, axis: int) -> int:
-    if convert.is_factorized(kernel):
-        return np.shape(kernel[convert.U if axis % 2 == 0 else convert.V])[axis]
-    values = kernel[convert.QVALUE] if convert.is_quantized(kernel) else kernel
-    return np.shape(values)[axis]
+    return convert.shape_of(kernel)[axis]
 
 
 def resize_ffn(params: dict, widths: Sequence[int]) -> dict:
@@ -228,11 +225,15 @@ def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     for key, value in target.items():
         name = f"{prefix}/{key}" if prefix else key
         if convert.is_factorized(loaded.get(key)):
-            u, v = loaded[key][convert.U], loaded[key][convert.V]
-            shape = (np.shape(u)[0], np.shape(v)[-1])
+            shape = convert.shape_of(loaded[key])
             if shape != tuple(value.shape):
                 raise ValueError(f"{name}: checkpoint factors of {shape} != model {value.shape}")
-            out[key] = {k: jnp.asarray(f, dtype=value.dtype) for k, f in loaded[key].items()}
+            out[key] = {  # an int8 factor stays int8
+                k: {q: jnp.asarray(a) for q, a in f.items()}
+                if convert.is_quantized(f)
+                else jnp.asarray(f, dtype=value.dtype)
+                for k, f in loaded[key].items()
+            }
         elif convert.is_quantized(loaded.get(key)):
             shape = tuple(np.shape(loaded[key][convert.QVALUE]))
             if shape != tuple(value.shape):
@@ -349,7 +350,7 @@ def quantization_info(params: dict) -> dict[str, Any]:
                 walk(value, name)
 
     walk(params, "")
-    static = [s for key, s in leaves if key == "kernel"]
+    static = [s for key, s in leaves if key in ("kernel", convert.U, convert.V)]
     activations = (
         "static_per_tensor" if static and all(static)
         else "dynamic_per_token" if not any(static)
@@ -377,7 +378,7 @@ def lowrank_info(params: dict) -> dict[str, Any]:
         for key, value in tree.items():
             name = f"{path}/{key}" if path else key
             if convert.is_factorized(value):
-                ranks[name] = int(np.shape(value[convert.U])[1])
+                ranks[name] = int(convert.shape_of(value[convert.U])[1])
             elif isinstance(value, dict) and not convert.is_quantized(value):
                 walk(value, name)
 

@@ -16,7 +16,10 @@ activation scales `...input_scale` float32 [].
 Factorized (`methods/lowrank/`): a Dense `kernel` may be `{"u": [in, r], "v": [r, out]}`,
 the kernel being `u @ v`. In HF layout the pair sits where `X.weight` would, as
 `X.weight_u` [r, in] (= u.T) and `X.weight_v` [out, r] (= v.T), so that
-`X.weight = X.weight_v @ X.weight_u` in torch's [out, in] orientation.
+`X.weight = X.weight_v @ X.weight_u` in torch's [out, in] orientation. Either factor may
+itself be stored in int8 (a low-rank model quantized after factorizing), as any int8
+kernel: `X.weight_u` int8 with `X.weight_u_scale` [r], `X.weight_v` int8 with
+`X.weight_v_scale` [out].
 """
 
 from collections.abc import Mapping
@@ -38,6 +41,8 @@ _SCALE_SUFFIXES = {"weight_scale": SCALE, "input_scale": INPUT_SCALE}
 # A factorized kernel `u @ v`, and the HF-layout suffixes of its two factors.
 U, V = "u", "v"
 _FACTOR_SUFFIXES = {"weight_u": U, "weight_v": V}
+# The per-output-channel scales of int8 factors: `X.weight_u_scale`, `X.weight_v_scale`.
+_FACTOR_SCALE_SUFFIXES = {f"{suffix}_scale": field for suffix, field in _FACTOR_SUFFIXES.items()}
 
 
 def is_quantized(node: Any) -> bool:
@@ -64,6 +69,14 @@ def has_factorized(tree: Any) -> bool:
     return isinstance(tree, Mapping) and any(has_factorized(v) for v in tree.values())
 
 
+def shape_of(node: Any) -> tuple[int, ...]:
+    """The shape of the float array a param stands for: a stored-int8 leaf's values, a
+    factorized kernel's `u @ v` ([in, out]), a plain array's own."""
+    if is_factorized(node):
+        return (shape_of(node[U])[0], shape_of(node[V])[-1])
+    return tuple(np.shape(node[QVALUE] if is_quantized(node) else node))
+
+
 def is_stored(node: Any) -> bool:
     """Whether `node` is a param in a stored form (int8 or factorized), not a plain array."""
     return is_quantized(node) or is_factorized(node)
@@ -88,8 +101,9 @@ def dequantize(tree: Any, name: str = "") -> Any:
     factorized kernel multiplied out (`u @ v`): the layout transformers loads."""
     if is_quantized(tree):
         return dequantize_leaf(name, tree)
-    if is_factorized(tree):
-        return np.asarray(tree[U], np.float32) @ np.asarray(tree[V], np.float32)
+    if is_factorized(tree):  # either factor may itself be int8
+        u, v = (np.asarray(dequantize(tree[f], "kernel"), np.float32) for f in (U, V))
+        return u @ v
     if isinstance(tree, Mapping):
         return {k: dequantize(v, k) for k, v in tree.items()}
     return tree
@@ -131,26 +145,40 @@ def from_hf_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     extras: dict[str, dict[str, np.ndarray]] = {}  # HF weight key -> its int8 scales
     factors: dict[str, dict[str, np.ndarray]] = {}  # HF weight key -> its two factors
+    factor_scales: dict[str, dict[str, np.ndarray]] = {}  # ... -> scales of int8 factors
     for key, value in state.items():
         head, _, leaf = key.rpartition(".")
         if leaf in _SCALE_SUFFIXES:
             extras.setdefault(f"{head}.weight", {})[_SCALE_SUFFIXES[leaf]] = np.asarray(value)
+        elif leaf in _FACTOR_SCALE_SUFFIXES:
+            factor_scales.setdefault(f"{head}.weight", {})[_FACTOR_SCALE_SUFFIXES[leaf]] = (
+                np.asarray(value, np.float32)
+            )
         elif leaf in _FACTOR_SUFFIXES:  # stored transposed, as torch's [out, in]
-            factors.setdefault(f"{head}.weight", {})[_FACTOR_SUFFIXES[leaf]] = np.asarray(
-                value, np.float32
-            ).T
+            value = np.asarray(value)
+            value = value if value.dtype == np.int8 else value.astype(np.float32)
+            factors.setdefault(f"{head}.weight", {})[_FACTOR_SUFFIXES[leaf]] = value.T
     for key, factor in factors.items():
         if set(factor) != {U, V} or key in state:
             raise ValueError(f"{key}: a factorized kernel needs weight_u and weight_v only")
         if factor[U].shape[1] != factor[V].shape[0]:
             raise ValueError(f"{key}: factor ranks differ ({factor[U].shape}, {factor[V].shape})")
+        scales = factor_scales.pop(key, {})
+        for field in (U, V):
+            if (factor[field].dtype == np.int8) != (field in scales):
+                raise ValueError(f"{key}: an int8 factor {field} needs its scale, and only it")
+            if field in scales:
+                factor[field] = {QVALUE: np.ascontiguousarray(factor[field]), SCALE: scales[field]}
         mapped = hf_key_to_path(key)
         node = params
         for part in mapped[0][:-1]:
             node = node.setdefault(part, {})
         node[mapped[0][-1]] = factor
+    if factor_scales:
+        raise ValueError(f"factor scales without their factors: {sorted(factor_scales)}")
+    skipped = (*_SCALE_SUFFIXES, *_FACTOR_SUFFIXES, *_FACTOR_SCALE_SUFFIXES)
     for key, value in state.items():
-        if key.rpartition(".")[2] in (*_SCALE_SUFFIXES, *_FACTOR_SUFFIXES):
+        if key.rpartition(".")[2] in skipped:
             continue
         mapped = hf_key_to_path(key)
         if mapped is None:
@@ -204,7 +232,8 @@ def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict
 
     Float leaves are written as float32; stored-int8 leaves as int8 with their
     scales (`X.weight_scale`, `X.input_scale`), factorized kernels as their two factors
-    (`X.weight_u`, `X.weight_v`; see the module doc)."""
+    (`X.weight_u`, `X.weight_v`, each float32 or int8 with its `_scale`; see the module
+    doc)."""
     state = {}
     for path, value in _flatten(params):
         if is_factorized(value):
@@ -212,8 +241,16 @@ def to_hf_state_dict(params: Mapping[str, Any], *, prefix_encoder: bool) -> dict
                 raise ValueError(f"{'/'.join(path)}: only Dense kernels are factorized")
             parts = list(path[1:] if path[0] == "bert" and not prefix_encoder else path)
             for suffix, field in _FACTOR_SUFFIXES.items():
-                factor = np.asarray(value[field], np.float32).T
-                state[".".join([*parts[:-1], suffix])] = np.ascontiguousarray(factor)
+                key = ".".join([*parts[:-1], suffix])
+                factor = value[field]
+                if is_quantized(factor):
+                    if INPUT_SCALE in factor:
+                        raise ValueError(f"{key}: int8 factors take no static input scale")
+                    state[f"{key}_scale"] = np.array(factor[SCALE], np.float32, order="C")
+                    factor = np.asarray(factor[QVALUE]).astype(np.int8, copy=False)
+                else:
+                    factor = np.asarray(factor, np.float32)
+                state[key] = np.ascontiguousarray(factor.T)
             continue
         quantized = value if is_quantized(value) else None
         value = np.asarray(value[QVALUE] if quantized else value)

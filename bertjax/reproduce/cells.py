@@ -141,8 +141,7 @@ def measure(export: Path, runs: Path, task: str, repeats: int = 5) -> dict:
     for batch in (1, 32):
         forward = bench.make_forward(model, params, batch, 128)
         torch_run, _ = torch_forward(teacher, batch, 128)
-        times = bench.interleave({"ours": forward, "torch": torch_run}, repeats=repeats)
-        best = {name: 1e3 * min(values) for name, values in times.items()}
+        best = bench.best_ms({"ours": forward, "torch": torch_run}, repeats=repeats)
         out[f"b{batch}"] = {
             "ms": best["ours"],
             "torch_teacher_ms": best["torch"],

@@ -75,8 +75,7 @@ def measure(export: Path, onnx_dir: Path, task: str, data: dict, repeats: int = 
         torch_run, torch_size = peers.torch_forward(export, batch, SEQ)
         inputs = bench.random_batch(_vocab_size(export), batch, SEQ)
         ort_run = lambda inputs=inputs: ort(inputs)  # noqa: E731
-        times = bench.interleave({"torch": torch_run, "ort": ort_run}, repeats=repeats)
-        best = {name: 1e3 * min(values) for name, values in times.items()}
+        best = bench.best_ms({"torch": torch_run, "ort": ort_run}, repeats=repeats)
         out[f"b{batch}"] = {
             "torch_teacher_ms": best["torch"],
             "ort_int8_ms": best["ort"],

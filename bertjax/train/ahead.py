@@ -5,10 +5,11 @@ its batches has it, and XLA then compiles a new executable while the device wait
 about 10 CPU-s per MiniLM-L6 train step. A second thread can compile the next lengths
 while the first ones train; on a host with spare cores that hides the compilation. On
 the 2-core CPU here it gained nothing in train time (the compiling thread takes a core
-from the step; benchmarks/results/runtime.md, session 11), ~5 s of wall time. `jit(f).lower(...).compile()`
-fills the same executable cache that a later `f(...)` call reads, so the training
-loop itself is unchanged: its call simply finds the executable ready (or, while the
-thread is still on it, compiles it itself, which costs what it cost before).
+from the step; benchmarks/results/runtime.md, session 11), ~5 s of wall time.
+`jit(f).lower(...).compile()` fills the same executable cache that a later `f(...)` call
+reads, so the training loop itself is unchanged: its call simply finds the executable
+ready (or, while the thread is still on it, compiles it itself, which costs what it cost
+before).
 """
 
 from collections.abc import Callable, Iterable
@@ -51,18 +52,24 @@ def train_batches_by_width(
     """The first training batch of each padded length of `epoch` from `start_batch`,
     in the order the loop meets them (collated exactly as `pipeline.train_batches`)."""
     plan = pipeline.train_batch_indices(encoded, batch_size, seed, epoch)[start_batch:]
+    return _first_of_each_width(encoded, plan, batch_size)
+
+
+def eval_batches_by_width(encoded: Encoded, batch_size: int) -> list[pipeline.Batch]:
+    """The first evaluation batch of each padded length (`pipeline.eval_batches`)."""
+    return _first_of_each_width(
+        encoded, pipeline.eval_batch_indices(encoded, batch_size), batch_size
+    )
+
+
+def _first_of_each_width(encoded: Encoded, plan: list, batch_size: int) -> list[pipeline.Batch]:
+    """The first batch of `plan` (index arrays) at each padded length, collated; widths
+    come from the lengths, so only the batches returned are built."""
     sizes = pipeline.bucket_sizes(encoded)
     firsts = first_of_each(
         plan, lambda indices: pipeline.padded_length(int(encoded.lengths[indices].max()), sizes)
     )
     return [pipeline.collate(encoded, indices, batch_size) for indices in firsts]
-
-
-def eval_batches_by_width(encoded: Encoded, batch_size: int) -> list[pipeline.Batch]:
-    """The first evaluation batch of each padded length (`pipeline.eval_batches`)."""
-    return first_of_each(
-        pipeline.eval_batches(encoded, batch_size), lambda batch: batch["input_ids"].shape[1]
-    )
 
 
 class Compiler:

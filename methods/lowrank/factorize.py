@@ -46,7 +46,7 @@ def factorized_size(params: Any) -> dict[str, Any]:
     factors = factor_paths(params)
     ranks, dense, stored, faster = {}, 0, 0, 0
     for name, leaf in factors.items():
-        (rows, rank), cols = np.shape(leaf[convert.U]), np.shape(leaf[convert.V])[1]
+        (rows, rank), cols = convert.shape_of(leaf[convert.U]), convert.shape_of(leaf[convert.V])[1]
         ranks[name] = int(rank)
         dense += rows * cols
         stored += rank * (rows + cols)

@@ -13,6 +13,10 @@ activation scales (`input_scales`, calibrated), a kernel's dict also holds
 `"input_scale": float32 []`: its input is quantized as round(x / input_scale), clipped,
 instead of per token from each row's absolute maximum.
 
+A factorized kernel `{u, v}` (`methods/lowrank/`) whose path is selected has both
+factors stored so, each as a Dense kernel of its own (dynamic activation scales only):
+low-rank first, then int8, keeps the rank's bytes at a quarter.
+
 The model (`bertjax/models/bert.py`) runs such params in int8: `Dense` multiplies int8
 x int8 with int32 accumulation and rescales by the outer product of the scales;
 `Embed` dequantizes the rows it gathers. Checkpoints store them as int8 tensors
@@ -73,9 +77,13 @@ def quantize_params(
     `input_scales`: static activation scales by Dense module path
     (`bert/encoder/layer/0/attention/self/query`), stored beside those kernels; kernels
     without one quantize their input per token at run time. Leaves already stored in int8
-    are left alone (their paths end in `/qvalue`). Pure; works under `jit`.
+    are left alone (their paths end in `/qvalue`); a selected factorized kernel has both
+    factors stored in int8. Pure; works under `jit`.
     """
-    chosen = selectors.select(params, select)
+    # A factorized kernel is one leaf for selection: its path is the kernel's.
+    chosen = selectors.select(
+        jax.tree_util.tree_map(lambda _: 0, params, is_leaf=convert.is_factorized), select
+    )
     input_scales = dict(input_scales or {})
     if _tied_word_embeddings(params, chosen):
         raise ValueError(
@@ -88,6 +96,13 @@ def quantize_params(
             return leaf
         name = selectors.path_string(path)
         module, _, kind = name.rpartition("/")
+        if convert.is_factorized(leaf):  # each factor as a kernel of its own
+            if module in input_scales:
+                raise ValueError(f"{name}: int8 factors take no static input scale")
+            return {
+                f: factor if convert.is_quantized(factor) else _quantize_kernel(factor)
+                for f, factor in leaf.items()
+            }
         if kind == "kernel":
             if jnp.ndim(leaf) != 2:
                 raise ValueError(f"{name}: a Dense kernel is [in, out], got {jnp.shape(leaf)}")
@@ -96,7 +111,9 @@ def quantize_params(
             return _quantize_embedding(leaf)
         raise ValueError(f"{name}: only `kernel` and `embedding` leaves are stored in int8")
 
-    out = jax.tree_util.tree_map_with_path(convert_leaf, params, chosen)
+    out = jax.tree_util.tree_map_with_path(
+        convert_leaf, params, chosen, is_leaf=convert.is_factorized
+    )
     if input_scales:
         raise ValueError(f"input scales of Dense layers not quantized: {sorted(input_scales)}")
     return out

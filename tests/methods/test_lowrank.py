@@ -14,6 +14,8 @@ from configs import finetune
 from configs import ladabert as ladabert_config
 from configs import lowrank as lowrank_config
 from methods.lowrank import LowRank, factorized_size, svd
+from methods.lowrank.factorize import factor_paths
+from methods.quant import storage
 
 CONFIG = models.BertConfig(
     vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -135,6 +137,45 @@ def test_transformers_loads_the_remultiplied_export(tmp_path, classifier):
     with torch.no_grad():
         theirs = reference(**{k: torch.tensor(v, dtype=torch.long) for k, v in inputs.items()})
     np.testing.assert_allclose(_logits(model, factored, inputs), theirs.logits.numpy(), atol=2e-5)
+
+
+def test_int8_factors_run_in_int8_and_round_trip_at_a_quarter_of_the_bytes(tmp_path, classifier):
+    """Low-rank, then int8: both factors of every kernel are stored in int8 (the chain
+    lowrank -> int8 of the operator-order study), run, save and load as such."""
+    model, params = classifier
+    factored, _ = LowRank(ratio=0.3).init(params, {})
+    q = storage.quantize_params(factored)
+    factors = [leaf[f] for leaf in factor_paths(q).values() for f in (convert.U, convert.V)]
+    assert len(factors) == 24 and all(convert.is_quantized(f) for f in factors)
+    assert all(np.asarray(f["qvalue"]).dtype == np.int8 for f in factors)
+    assert factorized_size(q)["lowrank_ranks"] == factorized_size(factored)["lowrank_ranks"]
+    inputs = _inputs(CONFIG, seed=5)
+    floats, int8 = _logits(model, factored, inputs), _logits(model, q, inputs)
+    assert 0 < np.abs(int8 - floats).max() < 0.05  # int8 arithmetic ran, close to float
+    # The dequantized tree (u and v multiplied out after dequantizing) runs the int8
+    # grid's weights in float.
+    dense = jax.tree_util.tree_map(np.asarray, convert.dequantize(jax.device_get(q)))
+    assert not convert.has_stored(dense)
+    out = models.save_pretrained(model, q, tmp_path / "int8")
+    hf = json.loads((out / "config.json").read_text())
+    assert hf["bertjax_lowrank"]["ranks"] == factorized_size(factored)["lowrank_ranks"]
+    assert hf["bertjax_quantization"]["int8_tensors"] == 24 + 3 + 2  # + embeddings, pooler+cls
+    loaded_model, loaded = models.load_pretrained(out, head="classification")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, q, loaded)  # same tree and values
+    np.testing.assert_array_equal(_logits(loaded_model, loaded, inputs), int8)
+    float_dir = models.save_pretrained(model, factored, tmp_path / "float")
+    ratio = (out / "model.safetensors").stat().st_size / (
+        float_dir / "model.safetensors"
+    ).stat().st_size
+    assert ratio < 0.3, ratio
+    # For transformers: one dense float kernel per Dense, equal to the dequantized tree.
+    _, plain = models.load_pretrained(
+        models.save_pretrained(model, q, tmp_path / "fp32", dequantize=True),
+        head="classification",
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), plain, dense
+    )
 
 
 @pytest.mark.slow  # ~25 s: a run end to end
