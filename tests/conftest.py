@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -11,6 +12,10 @@ _XLA_CACHE = tempfile.mkdtemp(prefix="bertjax-test-xla-")
 os.environ.setdefault("BERTJAX_COMPILATION_CACHE", _XLA_CACHE)
 # Tests use local checkpoints only; never wait on an unreachable hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist workers (scripts/test.sh runs two) start with SIGINT ignored; the
+# interruption tests need Python's own handler, as a plain process has it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 

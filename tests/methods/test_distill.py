@@ -106,6 +106,7 @@ class RawTeacherLoss(Method):
         return task_loss + jnp.sum(student[0]["logits"] * teacher[0]["logits"]) + reach, {}
 
 
+@pytest.mark.slow  # 17 s (a gradient of the train step); the next test checks the teacher stays put
 def test_teacher_params_receive_no_gradient_through_the_train_step():
     teacher, teacher_params = models.build(CONFIG, "classification", seed=1)
     student, params = models.build(CONFIG, "classification", seed=2)

@@ -70,6 +70,7 @@ def test_tinybert_narrow_student_gets_a_projection_that_is_not_exported(
     assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
 
 
+@pytest.mark.slow  # 13 s; the EMD loss and its flows are unit-tested in test_emd.py
 def test_emd_run_logs_flows_and_weights(tmp_path, tiny_teacher, shrink):
     results, (model, _) = _run(
         distill_emd, "student=teacher:2", tiny_teacher, tmp_path, shrink, "distill_emd"
@@ -80,6 +81,7 @@ def test_emd_run_logs_flows_and_weights(tmp_path, tiny_teacher, shrink):
     assert sum(weights["teacher"]) == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.slow  # 16 s; the replace intervention is unit-tested in test_theseus.py
 def test_theseus_run_exports_the_successor_model(tmp_path, tiny_teacher, shrink):
     results, (model, params) = _run(
         distill_theseus, "successors=2", tiny_teacher, tmp_path, shrink, "theseus_linear"
@@ -96,6 +98,7 @@ def test_theseus_run_exports_the_successor_model(tmp_path, tiny_teacher, shrink)
     assert total == sum(x.size for x in jax.tree_util.tree_leaves(teacher_params)) - 2 * layer
 
 
+@pytest.mark.slow  # 21 s: two runs compared
 def test_cached_teacher_logits_train_like_the_live_teacher(tmp_path, tiny_teacher, shrink):
     losses, evals = {}, {}
     for cache in (False, True):

@@ -80,7 +80,12 @@ def test_bitfit_composed_with_pruning_runs_and_reports_loyalty(tmp_path, shrink)
 @pytest.mark.parametrize(
     ("module", "arg", "name"),
     [
-        ("prune_movement", "sparsity=0.5,scores=adam", "prune_movement_hard_adam"),
+        pytest.param(  # 13 s; movement scores are unit-tested in test_movement.py
+            "prune_movement",
+            "sparsity=0.5,scores=adam",
+            "prune_movement_hard_adam",
+            marks=pytest.mark.slow,
+        ),
         ("prune_structured", "heads=0.5,ffn=0.5,importance=gradient", "prune_structured"),
         ("layer_drop", "drop=1,strategy=top", "layer_drop_top1"),
         pytest.param("quant_qat", "wbits=4,abits=8", "quant_qat_w4a8", marks=pytest.mark.slow),
