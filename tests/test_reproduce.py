@@ -199,6 +199,41 @@ def test_timing_waits_for_a_quiet_machine_and_the_export_stays_until_then(tmp_pa
     assert not (directory / "export").exists()  # timed: a student's export goes
 
 
+def test_the_stack_starts_from_its_cells_exports_which_stay(tmp_path, monkeypatch):
+    budget = grid.dataclasses.replace(grid.BUDGETS["small"], peers=False)
+    with pytest.raises(ValueError, match="starts from l3-kd: add its family 'distillation'"):
+        grid.cells(budget, ("stack",))
+    cell_list = grid.cells(budget, ("distillation", "stack"))
+    prune, int8 = (c for c in cell_list if c.family == "stack")
+    assert grid.starts(cell_list) == {"l3-kd", "l3-kd-h5-f5"}
+    config = cells.config_for(int8, budget, "rte", 2, tmp_path)
+    assert config.model.name == str(tmp_path / "rte" / "l3-kd-h5-f5" / "seed2" / "export")
+    _finished_teacher(tmp_path)
+    with pytest.raises(FileNotFoundError, match="starts from l3-kd, which has no export"):
+        cells.run(prune, budget, "rte", 0, tmp_path)
+    # A finished seed-0 student is timed; its export stays when another cell starts from it.
+    monkeypatch.setattr(cells, "measure", lambda export, runs, task: {})
+    monkeypatch.setattr(cells.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    for keep in (True, False):
+        directory = cells.workdir(tmp_path, "rte", prune, 0)
+        (directory / "export").mkdir(parents=True, exist_ok=True)
+        (directory / "results.json").write_text(json.dumps({"metrics": {"accuracy": 0.6}}))
+        (directory / "latency.json").unlink(missing_ok=True)
+        cells.run(prune, budget, "rte", 0, tmp_path, keep_export=keep)
+        assert (directory / "latency.json").exists()
+        assert (directory / "export").is_dir() == keep
+
+
+def test_the_north_star_claim_weighs_the_stack_against_97_percent_of_the_teacher():
+    (claim,) = [c for c in claims.claims(3, 3) if c.source == "bertjax north star"]
+    teacher = [{"task": "rte", "metrics": {"accuracy": a}} for a in (0.60, 0.62)]
+    for shares, verdict in (((0.99, 0.995, 0.985), "held"), ((0.90, 0.91, 0.92), "not held")):
+        stack = [{"task": "rte", "metrics": {"accuracy": 0.61 * s}} for s in shares]
+        decided = claims.decide(claim, {"teacher": teacher, "l3-kd-h5-f5-int8": stack})
+        assert decided["verdict"] == verdict
+        assert decided["a"] == pytest.approx([100 * s for s in shares])
+
+
 @pytest.mark.slow  # ONNX export and int8 quantization of a tiny model, two dev passes
 def test_peers_of_a_tiny_teacher_are_timed_sized_and_scored(tmp_path, teacher_dir):
     pytest.importorskip("onnxruntime")

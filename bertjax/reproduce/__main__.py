@@ -72,7 +72,8 @@ def catch_up(tasks, cell_list, budget, runs: Path, max_load: float) -> int:
     for task in tasks:
         for cell in cell_list:
             if (cells_lib.workdir(runs, task, cell, 0) / "results.json").exists():
-                waiting += not cells_lib.measure_pending(cell, budget, task, runs, max_load)
+                keep = cell.name in grid.starts(cell_list)
+                waiting += not cells_lib.measure_pending(cell, budget, task, runs, max_load, keep)
     return waiting
 
 
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
                 name = f"{task}/{cell.name}/seed{seed}"
                 say(f"[{done}/{total}] {name}")
                 try:
-                    cells_lib.run(cell, budget, task, seed, runs, args.max_load)
+                    cells_lib.run(cell, budget, task, seed, runs, args.max_load,
+                                  keep_export=cell.name in grid.starts(cell_list))  # fmt: skip
                 except KeyboardInterrupt:
                     say(f"interrupted at {name}: rerun the same command to resume")
                     return 130

@@ -4,7 +4,8 @@ A cell's workdir is `RUNS/{task}/{cell}/seed{k}`; `train_and_evaluate` resumes a
 interrupted run and skips a finished one, so the whole reproduction is resumable.
 Once a run has its results.json its checkpoints go (they only serve resuming; a
 grid's would fill the disk); a student's export goes too once its latency is
-measured — teachers' exports stay, the students of their seed start from them.
+measured — teachers' exports stay, the students of their seed start from them, and so
+do those of the cells another cell starts from (`grid.starts`).
 The seed-0 teacher also gets its `peers.json` (`peers.py`: PyTorch fp32 and ONNX
 Runtime int8), measured on the first invocation that finds it missing.
 """
@@ -47,11 +48,17 @@ def teacher_export(runs: Path, task: str, seed: int) -> Path:
     return runs / task / TEACHER / f"seed{seed}" / "export"
 
 
+def start_export(runs: Path, task: str, cell: Cell, seed: int) -> Path | None:
+    """The export `cell` starts from (its `start` cell's, same seed), or None."""
+    return runs / task / cell.start / f"seed{seed}" / "export" if cell.start else None
+
+
 def config_for(cell: Cell, budget: Budget, task: str, seed: int, runs: Path):
     """The run config of `cell` on `task` for `seed` (its teacher: that seed's)."""
     teacher = teacher_export(runs, task, seed)
     module = importlib.import_module(f"configs.{cell.config}")
-    arg = cell.args.format(teacher=teacher) + f",task={task}"
+    start = start_export(runs, task, cell, seed)
+    arg = cell.args.format(teacher=teacher, start=start) + f",task={task}"
     config = module.get_config(arg + (",smoke=true" if budget.smoke else ""))
     for path, value in cell.overrides:
         set_field(config, path, value)
@@ -78,30 +85,38 @@ def quiet(max_load: float) -> bool:
 
 
 def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path,
-        max_load: float = MAX_LOAD) -> dict:  # fmt: skip
+        max_load: float = MAX_LOAD, keep_export: bool = False) -> dict:  # fmt: skip
     """The cell's results.json (training it first unless finished), with its latency
     (`latency.json`, seed 0 only: every seed has the same architecture) when the machine
-    is quiet enough to time it."""
+    is quiet enough to time it. `keep_export`: another cell starts from this one."""
     directory = workdir(runs, task, cell, seed)
     if cell.needs_teacher() and not teacher_export(runs, task, seed).is_dir():
         raise FileNotFoundError(f"{task} seed {seed}: no teacher export (run the teacher first)")
     results_path = directory / "results.json"
+    start = start_export(runs, task, cell, seed)
+    if start and not start.is_dir() and not results_path.exists():
+        raise FileNotFoundError(
+            f"{task} seed {seed}: {cell.name} starts from {cell.start}, which has no export "
+            f"at {start} (a finished run whose export was deleted: remove {start.parent} "
+            "to rerun it)"
+        )
     if results_path.exists():
         results = json.loads(results_path.read_text())
     else:
         results = loop.train_and_evaluate(config_for(cell, budget, task, seed, runs), directory)
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
     if seed == 0:
-        measure_pending(cell, budget, task, runs, max_load)
-    elif cell.needs_teacher():  # only seed 0 is timed
+        measure_pending(cell, budget, task, runs, max_load, keep_export)
+    elif cell.needs_teacher() and not keep_export:  # only seed 0 is timed
         _drop_exports(directory)
     return results
 
 
-def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load: float) -> bool:
+def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load: float,
+                    keep_export: bool = False) -> bool:  # fmt: skip
     """Times seed 0 of a finished `cell` if it is not yet (latency.json; the teacher's
     peers.json too) and the load is at most `max_load`; a student's export goes once
-    timed. Returns whether nothing is left pending."""
+    timed (unless `keep_export`). Returns whether nothing is left pending."""
     directory = workdir(runs, task, cell, 0)
     export = directory / "export"
     latency_path = directory / "latency.json"
@@ -120,7 +135,7 @@ def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load:
     if budget.latency and budget.peers and not cell.needs_teacher():
         if peers.ensure(directory, task) is None:  # the table notes the absence too
             print(f"reproduce: {task}: no {peers.FILE}, {peers.missing_runtime()}", file=sys.stderr)
-    if cell.needs_teacher():  # timed, or never to be: students' exports go
+    if cell.needs_teacher() and not keep_export:  # timed, or never to be: students' go
         _drop_exports(directory)
     return True
 

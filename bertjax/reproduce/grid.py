@@ -3,7 +3,9 @@
 A cell is one method on one task (a config module, its `:arg` string and field
 overrides), run once per seed. Every cell but the teacher's starts from, or distils
 from, the task's teacher of the same seed (`{teacher}` in args and overrides is its
-export directory), so a seed's spread includes its teacher's.
+export directory), so a seed's spread includes its teacher's. A cell with a `start`
+begins from that cell's export of the same seed instead (`{start}`): the `stack` family
+chains the north-star candidate, KD student -> structured pruning -> int8 storage.
 
 Budgets fix sizes and epochs:
   smoke  a tiny random model (2 layers, 128 wide), 64 examples, seq 64: minutes; proves
@@ -20,7 +22,7 @@ import dataclasses
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 FAMILIES = (
     "pruning", "layer_drop", "quantization", "bitfit", "distillation", "lowrank",
-    "early_exit", "token_reduction",
+    "early_exit", "token_reduction", "stack",
 )  # fmt: skip
 TEACHER = "teacher"
 
@@ -60,9 +62,16 @@ class Cell:
     config: str
     args: str
     overrides: tuple[tuple[str, object], ...] = ()
+    # The cell (same task and seed) whose export this one starts from: `{start}` in args.
+    start: str = ""
 
     def needs_teacher(self) -> bool:
         return self.name != TEACHER
+
+
+def starts(cells: list[Cell]) -> set[str]:
+    """The cells others start from: their exports stay (like the teachers')."""
+    return {cell.start for cell in cells if cell.start}
 
 
 def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
@@ -126,8 +135,21 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
             Cell(f"early-exit-{s}", "early_exit", "early_exit", f"{teacher},strategy={s}", method)
             for s in ("deebert", "pabee")
         ],
+        # The north-star candidate (benchmarks/results/runtime.md): the KD student, its
+        # heads and FFN neurons halved (1 epoch, lr 5e-5), then stored in int8 (W8A8).
+        "stack": [
+            Cell(f"l{n}-kd-h5-f5", "stack", "prune_structured", "model={start},heads=0.5,ffn=0.5",
+                 (*method, ("train.learning_rate", 5e-5)), start=f"l{n}-kd"),
+            Cell(f"l{n}-kd-h5-f5-int8", "stack", "quant_ptq", "model={start},int8=true",
+                 start=f"l{n}-kd-h5-f5"),
+        ],
     }  # fmt: skip
     for family in FAMILIES:
         if family in families:
             out.extend(grid[family])
+    names = [cell.name for cell in out]
+    for index, cell in enumerate(out):
+        if cell.start and cell.start not in names[:index]:
+            (family,) = {c.family for group in grid.values() for c in group if c.name == cell.start}
+            raise ValueError(f"{cell.name} starts from {cell.start}: add its family {family!r}")
     return out
