@@ -4,7 +4,10 @@ Why: Ctrl-C used to print a 30-line KeyboardInterrupt traceback and lose up to
 `checkpoint.every_steps - 1` steps. Inside `deferred_signals()` the first signal
 only raises a flag; the train loop reads it after each step, saves that step's
 checkpoint and raises `Interrupted`, which the CLI prints as one line. A second
-signal acts at once (the previous handler), for a step that never ends.
+signal acts at once (the previous handler), for a step that never ends. A signal that
+arrives after the last step's check (during the final evaluation or export, or in a
+run with no steps) is not lost: once the block has finished, it goes to the previous
+handler (Ctrl-C: KeyboardInterrupt; SIGTERM: its default, ending the process).
 """
 
 import contextlib
@@ -60,8 +63,12 @@ def deferred_signals(signals: tuple[int, ...] = SIGNALS) -> Iterator[StopRequest
 
     for signum in signals:
         signal.signal(signum, handle)
+    finished = False
     try:
         yield request
+        finished = True
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if finished and request:  # nobody acted on it: it acts now, the block's work done
+        signal.raise_signal(request.signum)
