@@ -2,7 +2,9 @@
 reduced runtime against the unreduced model with the same length bucketing.
 
 Each WORKDIR is a finished `configs/token_reduction.py` run. Its checkpoint (model and
-policy params) is restored; the dev split is run through
+policy params) is restored, or, where the checkpoints are gone (a finished grid or
+reproduction deletes them), its export, which carries the policy nets
+(`bertjax.inference.token_reduction.load`); the dev split is run through
 `bertjax/inference/token_reduction.ReducedForward` (kept tokens gathered, later layers on
 fewer tokens) and through its `dense` forward (same input bucketing, every token).
 Latency: batch 32 over the whole dev split (length-sorted batches, as evaluation
@@ -34,6 +36,7 @@ from ml_collections import ConfigDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax.data import pipeline  # noqa: E402
+from bertjax.inference import token_reduction as token_reduction_runtime  # noqa: E402
 from bertjax.inference.token_reduction import ReducedForward  # noqa: E402
 from bertjax.train import checkpoint, loop, loyalty  # noqa: E402
 from bertjax.train import evaluation as evaluation_lib  # noqa: E402
@@ -43,7 +46,8 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def restore(workdir: Path, task: str | None, max_seq_length: int | None):
-    """`(run, params, method state, TokenReduction)` of a finished run's checkpoint."""
+    """`(run, reduced runtime, TokenReduction)` of a finished run: the model and policy
+    params from its checkpoint, or from its export where no checkpoint is left."""
     config = ConfigDict(json.loads((workdir / "config.json").read_text()))
     if task:
         config.task = task
@@ -51,12 +55,18 @@ def restore(workdir: Path, task: str | None, max_seq_length: int | None):
         config.data.max_seq_length = max_seq_length
     config.data.train_limit = 8  # only the dev split is used
     run = loop.create_train_state(config)
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
-    state = jax.device_get(checkpoint.restore_latest(manager, run.state))
     methods = getattr(run.method, "methods", (run.method,))
     index = next(i for i, m in enumerate(methods) if isinstance(m, TokenReduction))
+    method = methods[index]
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    if manager.latest_step() is None:
+        if not (workdir / "export").is_dir():
+            raise SystemExit(f"{workdir}: neither a checkpoint nor an export to measure")
+        return run, token_reduction_runtime.load(workdir / "export"), method
+    state = jax.device_get(checkpoint.restore_latest(manager, run.state))
     method_state = state.method_state[index] if len(methods) > 1 else state.method_state
-    return run, state.params, method_state, methods[index]
+    model_params, interventions = method.present(state.params, method_state, 0, train=False)
+    return run, ReducedForward(run.model, model_params, interventions.tokens), method
 
 
 def batches_of(encoded, batch_size: int, limit: int | None = None):
@@ -114,12 +124,11 @@ def executed_flops(reduced: ReducedForward, method: TokenReduction, batches) -> 
 
 
 def measure(workdir: Path, args) -> dict:
-    run, params, method_state, method = restore(workdir, args.task, args.max_seq_length)
-    model_params, interventions = method.present(params, method_state, 0, train=False)
-    selection = interventions.tokens
+    run, reduced, method = restore(workdir, args.task, args.max_seq_length)
+    selection = reduced.selection
     if args.threshold is not None:  # the trained policy, kept where p >= another threshold
         selection = selection.replace(threshold=args.threshold)
-    reduced = ReducedForward(run.model, model_params, selection)
+        reduced = ReducedForward(reduced.model, reduced.params, selection)
     encoded, task = run.eval_data, run.task
     labels = 1 if task.is_regression else len(task.labels)
     dev = batches_of(encoded, 32)
@@ -144,9 +153,7 @@ def measure(workdir: Path, args) -> dict:
         },
     }
     if run.teacher is not None:
-        teacher = ReducedForward(
-            run.teacher, jax.device_get(run.teacher_params), interventions.tokens
-        )
+        teacher = ReducedForward(run.teacher, jax.device_get(run.teacher_params), selection)
         teacher_logits = predict(teacher.dense, dev, len(encoded), labels)
         result["teacher_metrics"] = evaluation_lib.metrics_of(task, teacher_logits, encoded.labels)
         result["label_loyalty"] = loyalty.label_loyalty(logits, teacher_logits)

@@ -1,6 +1,9 @@
 """TR-BERT token reduction: the masked selection in the model, the REINFORCE loss, a run."""
 
+import importlib.util
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,8 @@ from bertjax.train import loop
 from configs import finetune, token_reduction
 from methods.base import Context
 from methods.dynamic import token_reduction as tr
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = models.BertConfig(
     vocab_size=200, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
@@ -214,3 +219,16 @@ def test_smoke_run_reports_tokens_flops_and_loyalty(tmp_path, tiny_teacher, shri
     assert any("rl_loss" in r for r in records)
     _, exported = models.load_pretrained(tmp_path / "export", head="classification")
     assert tr.POLICY not in exported
+    # benchmarks/token_reduction.py measures the run from its export once the
+    # checkpoints are gone (as a finished grid or reproduction leaves it).
+    shutil.rmtree(tmp_path / "checkpoints")
+    spec = importlib.util.spec_from_file_location(
+        "tr_bench", REPO / "benchmarks/token_reduction.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main([str(tmp_path), "--batch", "32", "--repeats", "1"])
+    measured = json.loads((tmp_path / "results.json").read_text())["reduced_runtime"]
+    assert measured["metrics"] == pytest.approx(saved["metrics"])  # the run's own evaluation
+    assert measured["tokens_kept_mean"] == pytest.approx(saved["tokens_kept_mean"])
+    assert measured["batch32"]["reduced_ms"] > 0
