@@ -33,11 +33,12 @@ def param_paths(tree: Any) -> list[str]:
     return [path_string(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
-def apply_rules(tree: Any, rules: Rules, default: Any = None) -> Any:
+def apply_rules(tree: Any, rules: Rules, default: Any = None, is_leaf=None) -> Any:
     """A tree like `tree` whose leaves are the value of the first matching rule.
 
     Leaves that no rule matches get `default`; a `None` default makes that an
-    error, so that a typo in a pattern cannot silently select nothing.
+    error, so that a typo in a pattern cannot silently select nothing. `is_leaf`
+    (as in `jax.tree_util`) makes a subtree one leaf, named by its own path.
     """
     compiled = [(re.compile(pattern), value) for pattern, value in rules]
 
@@ -50,12 +51,14 @@ def apply_rules(tree: Any, rules: Rules, default: Any = None) -> Any:
             raise ValueError(f"no rule matches parameter {name!r}")
         return default
 
-    return jax.tree_util.tree_map_with_path(pick, tree)
+    return jax.tree_util.tree_map_with_path(pick, tree, is_leaf=is_leaf)
 
 
-def select(tree: Any, include: str | Sequence[str], exclude: str | Sequence[str] = ()) -> Any:
+def select(
+    tree: Any, include: str | Sequence[str], exclude: str | Sequence[str] = (), is_leaf=None
+) -> Any:
     """Boolean tree: True where the path matches any `include` and no `exclude` pattern."""
     include = [include] if isinstance(include, str) else list(include)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     rules = [(p, False) for p in exclude] + [(p, True) for p in include]
-    return apply_rules(tree, rules, default=False)
+    return apply_rules(tree, rules, default=False, is_leaf=is_leaf)

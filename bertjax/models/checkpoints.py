@@ -217,6 +217,16 @@ def resize_heads(params: dict, config: BertConfig, *, pad: bool) -> dict:
     return layout.with_layers(params, resized)
 
 
+def _stored_as_jax(node: Any, dtype) -> Any:
+    """A stored param as jax arrays: int8 values and scales as they are, float factors
+    in the model's `dtype`; a factorized kernel factor by factor (either may be int8)."""
+    if convert.is_quantized(node):
+        return {k: jnp.asarray(v) for k, v in node.items()}
+    if convert.is_factorized(node):
+        return {k: _stored_as_jax(f, dtype) for k, f in node.items()}
+    return jnp.asarray(node, dtype=dtype)
+
+
 def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     """`target` (fresh init) with every leaf that `loaded` has replaced; shapes checked.
     A stored-int8 leaf stays int8 (its values have the float leaf's shape), a factorized
@@ -224,21 +234,12 @@ def _merge(target: dict, loaded: dict, prefix: str, report: dict) -> dict:
     out = {}
     for key, value in target.items():
         name = f"{prefix}/{key}" if prefix else key
-        if convert.is_factorized(loaded.get(key)):
+        if convert.is_stored(loaded.get(key)):
             shape = convert.shape_of(loaded[key])
             if shape != tuple(value.shape):
-                raise ValueError(f"{name}: checkpoint factors of {shape} != model {value.shape}")
-            out[key] = {  # an int8 factor stays int8
-                k: {q: jnp.asarray(a) for q, a in f.items()}
-                if convert.is_quantized(f)
-                else jnp.asarray(f, dtype=value.dtype)
-                for k, f in loaded[key].items()
-            }
-        elif convert.is_quantized(loaded.get(key)):
-            shape = tuple(np.shape(loaded[key][convert.QVALUE]))
-            if shape != tuple(value.shape):
-                raise ValueError(f"{name}: checkpoint int8 shape {shape} != model {value.shape}")
-            out[key] = {k: jnp.asarray(v) for k, v in loaded[key].items()}
+                kind = "factors of" if convert.is_factorized(loaded[key]) else "int8 shape"
+                raise ValueError(f"{name}: checkpoint {kind} {shape} != model {value.shape}")
+            out[key] = _stored_as_jax(loaded[key], value.dtype)
         elif isinstance(value, dict):
             out[key] = _merge(value, loaded.get(key, {}), name, report)
         elif key in loaded:

@@ -68,11 +68,11 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
 def catch_up(tasks, cell_list, budget, runs: Path, max_load: float) -> int:
     """Times the finished seed-0 cells whose timing was deferred (cells.measure_pending),
     as far as the load allows; returns how many still wait."""
-    waiting = 0
+    waiting, kept = 0, grid.starts(cell_list)
     for task in tasks:
         for cell in cell_list:
             if (cells_lib.workdir(runs, task, cell, 0) / "results.json").exists():
-                keep = cell.name in grid.starts(cell_list)
+                keep = cell.name in kept
                 waiting += not cells_lib.measure_pending(cell, budget, task, runs, max_load, keep)
     return waiting
 
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
         say(f"{waiting} cell(s) still wait for a quiet machine" if waiting else "all timed")
         return 1 if waiting else 0
     total = len(args.tasks) * len(cell_list) * args.seeds
+    kept = grid.starts(cell_list)  # cells others start from: their exports stay
     done = 0
     for task in args.tasks:
         for cell in cell_list:
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                 say(f"[{done}/{total}] {name}")
                 try:
                     cells_lib.run(cell, budget, task, seed, runs, args.max_load,
-                                  keep_export=cell.name in grid.starts(cell_list))  # fmt: skip
+                                  keep_export=cell.name in kept)  # fmt: skip
                 except KeyboardInterrupt:
                     say(f"interrupted at {name}: rerun the same command to resume")
                     return 130

@@ -107,9 +107,15 @@ def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path,
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
     if seed == 0:
         measure_pending(cell, budget, task, runs, max_load, keep_export)
-    elif cell.needs_teacher() and not keep_export:  # only seed 0 is timed
+    elif not _keeps_export(cell, keep_export):  # only seed 0 is timed
         _drop_exports(directory)
     return results
+
+
+def _keeps_export(cell: Cell, keep_export: bool) -> bool:
+    """Whether a finished cell's export stays: a teacher's (its students start from it)
+    or one another cell starts from; a student's goes once timed."""
+    return keep_export or not cell.needs_teacher()
 
 
 def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load: float,
@@ -135,7 +141,7 @@ def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load:
     if budget.latency and budget.peers and not cell.needs_teacher():
         if peers.ensure(directory, task) is None:  # the table notes the absence too
             print(f"reproduce: {task}: no {peers.FILE}, {peers.missing_runtime()}", file=sys.stderr)
-    if cell.needs_teacher() and not keep_export:  # timed, or never to be: students' go
+    if not _keeps_export(cell, keep_export):  # timed, or never to be
         _drop_exports(directory)
     return True
 

@@ -81,9 +81,7 @@ def quantize_params(
     factors stored in int8. Pure; works under `jit`.
     """
     # A factorized kernel is one leaf for selection: its path is the kernel's.
-    chosen = selectors.select(
-        jax.tree_util.tree_map(lambda _: 0, params, is_leaf=convert.is_factorized), select
-    )
+    chosen = selectors.select(params, select, is_leaf=convert.is_factorized)
     input_scales = dict(input_scales or {})
     if _tied_word_embeddings(params, chosen):
         raise ValueError(
