@@ -32,11 +32,12 @@ defaults to the identity, so a method overrides only what it needs:
                                            passes
   finalize(params, state, config) -> (params, config)   physical compression
   report(params, state) -> dict            numbers for results.json
-  eval_outputs(params, state, outputs, inter) -> dict
+  eval_outputs(params, state, outputs, inter, batch) -> dict
                                            per-example arrays [B, ...] computed in the
                                            jitted eval pass at the end of a run (exit
-                                           logits of every layer, tokens kept); run only
-                                           when `has_eval_outputs`
+                                           logits of every layer, tokens kept) from its
+                                           forward and its batch; run only when
+                                           `has_eval_outputs`
   eval_report(extras, score) -> dict       results.json numbers from those arrays
                                            ([N, ...] over the eval split); `score(logits)`
                                            gives the task's official metrics of logits
@@ -136,7 +137,9 @@ class Method:
     def has_eval_outputs(self) -> bool:
         return False
 
-    def eval_outputs(self, params: Any, state: Any, outputs: dict, inter: dict) -> dict:
+    def eval_outputs(
+        self, params: Any, state: Any, outputs: dict, inter: dict, batch: dict
+    ) -> dict:
         return {}
 
     def eval_report(self, extras: dict, score) -> dict[str, Any]:
@@ -220,10 +223,10 @@ class Composed(Method):
     def has_eval_outputs(self):
         return any(m.has_eval_outputs for m in self.methods)
 
-    def eval_outputs(self, params, state, outputs, inter):
+    def eval_outputs(self, params, state, outputs, inter, batch):
         merged: dict[str, Any] = {}
         for method, substate in zip(self.methods, state, strict=True):
-            merged.update(method.eval_outputs(params, substate, outputs, inter))
+            merged.update(method.eval_outputs(params, substate, outputs, inter, batch))
         return merged
 
     def eval_report(self, extras, score):

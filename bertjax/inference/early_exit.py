@@ -59,16 +59,17 @@ class ExitRunner:
     def _embed_fn(self, params, ids, mask, types):
         return staged.embed(self.model, params, ids, mask, types)
 
-    def head(self, params, i: int, x) -> jax.Array:
-        """Layer i's exit logits [B, C] (the model's own head after the last layer)."""
+    def head(self, params, i: int, x, bias) -> jax.Array:
+        """Layer i's exit logits [B, C] (the model's own head after the last layer);
+        `bias` [B, 1, 1, T] is the key mask, which mean-pooled exit heads read."""
         if i == self.num_layers - 1:
             return staged.head(self.model, params, x, self.interventions).astype(jnp.float32)
-        return exit_logits(params, i, x)
+        return exit_logits(params, i, x, bias[:, 0, 0, :] == 0)
 
     def _layer_fn(self, i: int):
         def run(params, x, bias):
             x = staged.layer(self.model, params, i, x, bias, self.interventions)
-            return x, self.head(params, i, x)
+            return x, self.head(params, i, x, bias)
 
         return run
 

@@ -143,7 +143,7 @@ def make_extras_step(model, method: Method) -> Callable:
 
     def extras_step(params, method_state, batch: dict):
         outputs, inter, _ = forward(model, method, params, method_state, 0, batch, train=False)
-        return method.eval_outputs(params, method_state, outputs, inter)
+        return method.eval_outputs(params, method_state, outputs, inter, batch)
 
     return jax.jit(extras_step)
 

@@ -304,7 +304,7 @@ class TokenReduction(Method):
     def has_eval_outputs(self):
         return True
 
-    def eval_outputs(self, params, state, outputs, inter):
+    def eval_outputs(self, params, state, outputs, inter, batch):
         kept = jnp.stack([jnp.sum(inter[f"token_keep/{layer}"], -1) for layer in self.layers], -1)
         return {"tokens_in": jnp.sum(inter["token_mask"], -1), "tokens_kept": kept}
 

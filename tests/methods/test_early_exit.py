@@ -63,6 +63,8 @@ def test_criteria_reject_bad_values():
         exits.Criterion("entropy", 0.1, regression=True)
     with pytest.raises(ValueError, match="unknown early-exit strategy"):
         EarlyExit(strategy="fastbert")
+    with pytest.raises(ValueError, match="unknown exit-head pooling 'max'"):
+        EarlyExit(pooling="max")
 
 
 CONFIG = models.BertConfig(
@@ -71,14 +73,14 @@ CONFIG = models.BertConfig(
 )  # fmt: skip
 
 
-def _model_and_batch(strategy="pabee", seed=0, rows=8):
+def _model_and_batch(strategy="pabee", seed=0, rows=8, pooling="cls"):
     model = models.BertModel(CONFIG, head="classification", num_labels=3)
     rng = np.random.default_rng(seed)
     ids = jnp.asarray(rng.integers(1, 100, (rows, 12)), jnp.int32)
     mask = jnp.asarray(np.arange(12)[None] < rng.integers(3, 13, (rows, 1)), jnp.int32)
     types = jnp.zeros_like(ids)
     params = model.init(jax.random.key(seed), ids, mask, types)["params"]
-    method = EarlyExit(strategy=strategy, num_layers=4)
+    method = EarlyExit(strategy=strategy, num_layers=4, pooling=pooling)
     params, _ = method.init(params, {"params": jax.random.key(seed + 1)})
     # Larger exit classifiers, so that entropies spread over the thresholds.
     for head in params[EXITS].values():
@@ -86,26 +88,38 @@ def _model_and_batch(strategy="pabee", seed=0, rows=8):
     return model, params, method, (ids, mask, types)
 
 
-@pytest.mark.parametrize("strategy", ["deebert", "pabee"])
-def test_exit_heads_read_each_layer(strategy):
-    model, params, method, (ids, mask, types) = _model_and_batch(strategy)
-    assert ("pooler" in params[EXITS]["0"]) == (strategy == "deebert")
+@pytest.mark.parametrize(
+    ("strategy", "pooling"), [("deebert", "cls"), ("pabee", "cls"), ("pabee", "mean")]
+)
+def test_exit_heads_read_each_layer(strategy, pooling):
+    model, params, method, (ids, mask, types) = _model_and_batch(strategy, pooling=pooling)
+    assert ("pooler" in params[EXITS]["0"]) == (strategy == "deebert" and pooling == "cls")
+    assert ("mean_pooler" in params[EXITS]["0"]) == (pooling == "mean")
     assert sorted(params[EXITS]) == ["0", "1", "2"]
     _, inter = model.apply({"params": method.present(params, {}, 0, False)[0]}, ids, mask, types,
                            collect=("hidden",))  # fmt: skip
-    layer_logits = method.layer_logits(params, inter)
+    layer_logits = method.layer_logits(params, inter, mask)
     pooler = params["bert"]["pooler"]["dense"]
+    real = np.asarray(mask, np.float32)[..., None]
     for i, logits in enumerate(layer_logits):
         head = params[EXITS][str(i)]
-        own = head.get("pooler", pooler)
-        pooled = np.tanh(np.asarray(inter[f"hidden/{i}"])[:, 0] @ own["kernel"] + own["bias"])
+        hidden = np.asarray(inter[f"hidden/{i}"])
+        if pooling == "mean":  # the mean over each row's real tokens only
+            own, features = head["mean_pooler"], (hidden * real).sum(1) / real.sum(1)
+        else:
+            own, features = head.get("pooler", pooler), hidden[:, 0]
+        pooled = np.tanh(features @ own["kernel"] + own["bias"])
         expected = pooled @ head["classifier"]["kernel"] + head["classifier"]["bias"]
         np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    if pooling == "mean":
+        with pytest.raises(ValueError, match="needs the attention mask"):
+            exit_logits(params, 0, inter["hidden/0"])
 
 
 def test_pabee_loss_weights_layers_by_depth_and_deebert_sums_the_exits():
     model, params, _, (ids, mask, types) = _model_and_batch()
-    batch = {"labels": jnp.asarray([0, 1, 2, 0, 1, 2, 0, 1]), "weights": jnp.ones(8)}
+    batch = {"labels": jnp.asarray([0, 1, 2, 0, 1, 2, 0, 1]), "weights": jnp.ones(8),
+             "attention_mask": mask}  # fmt: skip
     _, inter = model.apply({"params": params}, ids, mask, types, collect=("hidden",))
     task = jnp.float32(0.7)
     pabee, deebert = EarlyExit("pabee", 4), EarlyExit("deebert", 4)
@@ -117,8 +131,9 @@ def test_pabee_loss_weights_layers_by_depth_and_deebert_sums_the_exits():
     assert float(total) == pytest.approx(sum(layer), rel=1e-6)  # task loss left out
 
 
-def test_runtime_exit_at_layer_k_gives_the_first_k_layers_and_head_k():
-    model, params, method, (ids, mask, types) = _model_and_batch()
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_runtime_exit_at_layer_k_gives_the_first_k_layers_and_head_k(pooling):
+    model, params, method, (ids, mask, types) = _model_and_batch(pooling=pooling)
     runner = runtime.ExitRunner(model, params)
     full = runner.full(ids, mask, types)  # [B, L, C]
     for row in range(4):
@@ -129,7 +144,7 @@ def test_runtime_exit_at_layer_k_gives_the_first_k_layers_and_head_k():
                                collect=("hidden",), interventions=None)  # fmt: skip
         hidden = inter[f"hidden/{layer}"]
         expected = (
-            exit_logits(params, layer, hidden) if layer < 3
+            exit_logits(params, layer, hidden, one[1]) if layer < 3
             else model.apply({"params": method.present(params, {}, 0, False)[0]}, *one)[0]["logits"]
         )  # fmt: skip
         np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
@@ -137,9 +152,12 @@ def test_runtime_exit_at_layer_k_gives_the_first_k_layers_and_head_k():
         assert layer == replay[0]
 
 
-@pytest.mark.parametrize(("kind", "value"), [("entropy", 0.5), ("patience", 1)])
-def test_compacted_batches_agree_with_one_at_a_time_and_keep_row_order(kind, value):
-    model, params, _, inputs = _model_and_batch(rows=9, seed=3)
+@pytest.mark.parametrize(
+    ("kind", "value", "pooling"), [("entropy", 0.5, "cls"), ("patience", 1, "cls"),
+                                   ("entropy", 0.5, "mean")]
+)  # fmt: skip
+def test_compacted_batches_agree_with_one_at_a_time_and_keep_row_order(kind, value, pooling):
+    model, params, _, inputs = _model_and_batch(rows=9, seed=3, pooling=pooling)
     runner = runtime.ExitRunner(model, params)
     criterion = exits.Criterion(kind, value)
     logits, exit_at = runner.batched(criterion, *inputs)
@@ -170,16 +188,19 @@ def test_one_compilation_serves_every_threshold():
 
 
 @pytest.mark.parametrize(
-    "strategy", ["deebert", pytest.param("pabee", marks=pytest.mark.slow)]
+    ("strategy", "pooling"),
+    [("deebert", "mean"), pytest.param("pabee", "cls", marks=pytest.mark.slow)],
 )  # PABEE's loss and optimizer are checked above; its run is the slow variant
-def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(tmp_path, shrink, strategy):
-    config = shrink(
-        early_exit_config.get_config(f"model=tiny,task=mrpc,smoke=True,strategy={strategy}")
-    )
+def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(
+    tmp_path, shrink, strategy, pooling
+):
+    arg = f"model=tiny,task=mrpc,smoke=True,strategy={strategy},pooling={pooling}"
+    config = shrink(early_exit_config.get_config(arg))
     config.early_exit.thresholds = (0.3, 0.69)
     config.early_exit.patiences = (1, 3)
     results = loop.train_and_evaluate(config, tmp_path / "run")
-    assert results["method"] == f"early_exit_{strategy}"
+    suffix = "_mean" if pooling == "mean" else ""
+    assert results["method"] == f"early_exit_{strategy}{suffix}"
     report = results["early_exit"]
     assert [(p["criterion"], p["value"]) for p in report["sweep"]] == [
         ("entropy", 0.3), ("entropy", 0.69), ("patience", 1), ("patience", 3)
@@ -192,6 +213,7 @@ def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(tmp_path, 
     assert report["sweep"][3]["mean_exit_layer"] == 2.0
     assert report["sweep"][3]["metrics"] == results["metrics"]
     model, params = runtime.load(tmp_path / "run" / "export")
+    assert ("mean_pooler" in params[EXITS]["0"]) == (pooling == "mean")  # exported, read back
     initial = loop.create_train_state(config).state.params
     heads_moved = not np.allclose(params[EXITS]["0"]["classifier"]["kernel"],
                                   initial[EXITS]["0"]["classifier"]["kernel"])  # fmt: skip
