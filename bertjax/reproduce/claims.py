@@ -144,6 +144,10 @@ def claims(student_layers: int, drop: int) -> list[Claim]:
         Claim("DeeBERT saves 40 % of the layers losing < 1 point", "DeeBERT (Xin et al. 2020)",
               exit_score("early-exit-deebert", 1 / 0.6), score("teacher"), "not_below", 1.0,
               "DeeBERT, best point >= 1.67x", "teacher"),
+        Claim("mean-pooled exit heads save 40 % of the layers losing < 1 point",
+              "bertjax (DeeBERT with token-mean exit heads)",
+              exit_score("early-exit-deebert-mean", 1 / 0.6), score("teacher"), "not_below",
+              1.0, "DeeBERT mean-pooled, best point >= 1.67x", "teacher"),
         Claim("the stacked student keeps > 97 % of the teacher's score (its speed: the "
               "table's batch-32 column, the goal 8x)", "bertjax north star",
               share_of_teacher(f"{n}-kd-h5-f5-int8"), constant(97.0), ">",

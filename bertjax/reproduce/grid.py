@@ -132,8 +132,14 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
                  method),
         ],
         "early_exit": [
-            Cell(f"early-exit-{s}", "early_exit", "early_exit", f"{teacher},strategy={s}", method)
-            for s in ("deebert", "pabee")
+            *[
+                Cell(f"early-exit-{s}", "early_exit", "early_exit", f"{teacher},strategy={s}",
+                     method)
+                for s in ("deebert", "pabee")
+            ],
+            # Ours: exit heads on the token mean (MiniLM's shallow [CLS] is uninformative).
+            Cell("early-exit-deebert-mean", "early_exit", "early_exit",
+                 f"{teacher},strategy=deebert,pooling=mean", method),
         ],
         # The north-star candidate (benchmarks/results/runtime.md): the KD student, its
         # heads and FFN neurons halved (1 epoch, lr 5e-5), then stored in int8 (W8A8).
