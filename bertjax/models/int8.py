@@ -7,12 +7,14 @@ Two arithmetics, chosen by the matmul intervention (`Matmul.stored_int8`):
   `weight_only_dense`  W8A16: activations in bfloat16, the int8 values cast to bfloat16
                        (exact: |q| <= 127), float32 accumulation, then the weight scales
 On this machine's CPU (AVX-512 BF16/VNNI, benchmarks/results/runtime.md) XLA's bf16 x bf16 -> f32
-product runs at ~1.5x the int8 one, so W8A16 is both faster and closer to fp32.
+product runs at ~1.5x XLA's int8 one; W8A8 therefore runs on our own VNNI kernel
+(`bertjax/kernels`) where it can, at ~2x the bf16 product.
 """
 
 import jax
 import jax.numpy as jnp
 
+from bertjax import kernels
 from bertjax.models import bfloat16, convert
 
 Array = jax.Array
@@ -39,12 +41,22 @@ def _weight_scale(kernel: dict, ndim: int) -> Array:
 def int8_dense(x: Array, kernel: dict) -> Array:
     """W8A8 `x @ kernel`: x quantized (dynamically per token, or statically by
     `input_scale`), int8 x int8 with int32 accumulation, rescaled by the outer product
-    of the scales; float32."""
-    x_q, x_scale = quantize_rows(x, kernel.get(convert.INPUT_SCALE))
-    acc = jax.lax.dot_general(
-        x_q, kernel[convert.QVALUE], _CONTRACT_LAST(x.ndim), preferred_element_type=jnp.int32
-    )
-    return acc.astype(jnp.float32) * (x_scale * _weight_scale(kernel, x.ndim))
+    of the scales; float32. On a CPU with AVX-512 VNNI, dynamic scales run as
+    `bertjax.kernels.int8_dense` (the same integers; ~2x XLA's bf16 product), elsewhere
+    as XLA's int8 product."""
+    qvalue, input_scale = kernel[convert.QVALUE], kernel.get(convert.INPUT_SCALE)
+    if input_scale is None and qvalue.ndim == 2 and kernels.supports(*qvalue.shape):
+        scale = kernel[convert.SCALE]
+        return jax.lax.platform_dependent(
+            x, qvalue, scale, cpu=kernels.int8_dense, default=_xla_int8_dense
+        )
+    return _xla_int8_dense(x, qvalue, kernel[convert.SCALE], input_scale)
+
+
+def _xla_int8_dense(x: Array, qvalue: Array, scale: Array, input_scale=None) -> Array:
+    x_q, x_scale = quantize_rows(x, input_scale)
+    acc = jax.lax.dot_general(x_q, qvalue, _CONTRACT_LAST(x.ndim), preferred_element_type=jnp.int32)
+    return acc.astype(jnp.float32) * (x_scale * _weight_scale({convert.SCALE: scale}, x.ndim))
 
 
 def weight_only_dense(x: Array, kernel: dict) -> Array:

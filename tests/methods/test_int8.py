@@ -74,6 +74,8 @@ def test_the_compiled_product_is_an_int8_dot():
 
 
 INT8_DOT = re.compile(r"stablehlo.dot_general .*: \(tensor<[0-9x]+xi8>, tensor<[0-9x]+xi8>\)")
+# An int8 product is XLA's int8 dot or, where it fits, the VNNI kernel's custom call.
+INT8_KERNEL = re.compile(r"custom_call @bertjax_int8_dense")
 # Matmuls of a 2-layer classifier: 6 Dense and 2 attention products a layer, pooler,
 # classifier, with int8 attention products (INT8_PRODUCTS sees each Dense on its own).
 PRODUCTS = 2 * 8 + 2
@@ -84,7 +86,8 @@ DENSE_PRODUCTS = 2 * 4 + 2
 
 def _int8_dots(lowered) -> int:
     """How many int8 x int8 products a lowered function has."""
-    return len(INT8_DOT.findall(lowered.as_text()))
+    text = lowered.as_text()
+    return len(INT8_DOT.findall(text)) + len(INT8_KERNEL.findall(text))
 
 
 def _differs(logits, fp32) -> bool:

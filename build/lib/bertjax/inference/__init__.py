@@ -1,0 +1,1 @@
+"""Dynamic inference runtimes: models whose compute depends on the input."""

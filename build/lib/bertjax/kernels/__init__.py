@@ -1,0 +1,95 @@
+"""CPU kernels XLA does not have, as FFI custom calls built on first use.
+
+`int8_dense(x, qvalue, scale)`: the W8A8 product of `models/int8.py` (rows of x
+quantized per token, int8 x int8, int32 accumulation, both scales) on AVX-512 VNNI
+(`int8_dense.cc`): the same integers as XLA's product (the final float scaling may
+round differently, ~1e-7 relative), at ~2x XLA's bf16 product on this machine
+(benchmarks/results/runtime.md). The source is compiled with the system's C++
+compiler into `$BERTJAX_KERNEL_CACHE` (default `~/.cache/bertjax/kernels`), keyed by
+the source and jaxlib version, once per machine. `available()` is False (and callers
+use XLA's product) off Linux x86 with VNNI, without a compiler, or with
+`BERTJAX_KERNELS=0`.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+SOURCE = Path(__file__).with_name("int8_dense.cc")
+TARGET = "bertjax_int8_dense"
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl",
+         "-mavx512vnni")  # fmt: skip
+
+
+def _cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_vnni" in flags and " avx512bw" in flags
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("BERTJAX_KERNEL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "bertjax" / "kernels"
+
+
+def build(source: Path = SOURCE) -> Path:
+    """The compiled shared library of `source` (compiled now unless cached)."""
+    key = hashlib.sha256(source.read_bytes() + jaxlib.__version__.encode()).hexdigest()[:16]
+    library = _cache_dir() / f"{source.stem}-{key}.so"
+    if library.exists():
+        return library
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++ or $CXX) to build the int8 kernel")
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+        out = Path(scratch) / library.name
+        command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"building {source.name} failed:\n{done.stderr[-2000:]}")
+        os.replace(out, library)  # atomic: a concurrent build sees a whole file or none
+    return library
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the VNNI int8 kernel is built and registered (once per process)."""
+    if os.environ.get("BERTJAX_KERNELS", "1") == "0" or not _cpu_has_vnni():
+        return False
+    try:
+        library = ctypes.cdll.LoadLibrary(str(build()))
+    except (OSError, RuntimeError) as error:
+        logging.warning("bertjax: int8 VNNI kernel unavailable, using XLA's product: %s", error)
+        return False
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.BertjaxInt8Dense), platform="cpu")
+    return True
+
+
+def supports(in_features: int, out_features: int) -> bool:
+    """Whether a [in, out] kernel fits the VNNI product (else XLA's is used)."""
+    return in_features % 4 == 0 and out_features % 16 == 0 and available()
+
+
+def int8_dense(x: jax.Array, qvalue: jax.Array, scale: jax.Array) -> jax.Array:
+    """`x [..., K] @ (qvalue [K, N] int8 * scale [N])` with x quantized per row: float32
+    [..., N], equal to `models.int8.int8_dense` without an input scale."""
+    if not available():
+        raise RuntimeError("the int8 VNNI kernel is not available here (see `available`)")
+    k, n = qvalue.shape
+    rows = x.reshape(-1, k).astype(jnp.float32)
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))
+    out = call(rows, qvalue.astype(jnp.int8), jnp.asarray(scale, jnp.float32).reshape(n))
+    return out.reshape(*x.shape[:-1], n)

@@ -1,0 +1,1 @@
+"""Task-agnostic (general) distillation on unlabeled text, and AutoTinyBERT's supernet."""
