@@ -9,13 +9,18 @@ batch 32 x seq 128 = 4,096 tokens. Candidates, timed round-robin
                  (the kernel alone)
   jax int8 dyn   `methods.quant.int8_dot_general` from fp32 operands: quantize
                  both, int8 product, rescale (what the model's int8 path runs)
+  xla w8a8       a stored-int8 Dense in XLA (`models.int8`: x quantized per token,
+                 XLA's int8 product, both scales) from fp32 x and int8 weights
+  vnni w8a8      the same product on our AVX-512 VNNI kernel (`bertjax.kernels`),
+                 what a stored-int8 model runs on this CPU (when `available()`)
   jax bf16       bf16 x bf16 -> f32 on pre-cast operands (`preferred_element_type`)
   jax bf16 out   bf16 x bf16 -> bf16 (what a model in `dtype=bfloat16` would run)
   torch bf16     `torch.matmul` of bf16 tensors
 The ratio columns are speed-ups of the first named over the second
 (e.g. 0.9x: jax fp32 takes 1/0.9 the time of torch fp32). Before timing, the
-int8 product is checked exact against NumPy int64 and jax fp32 against torch
-fp32 (relative error < 1e-4); a failed check exits 1.
+int8 product is checked exact against NumPy int64, the VNNI kernel against XLA's W8A8
+(relative 1e-6) and jax fp32 against torch fp32 (relative error < 1e-4); a failed
+check exits 1.
 
   python benchmarks/matmul_speed.py [--tokens 4096] [--repeats 10]
 """
@@ -31,7 +36,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bertjax import bench  # noqa: E402
+from bertjax import bench, kernels  # noqa: E402
+from bertjax.models import int8 as stored_int8  # noqa: E402
 from methods.quant import int8_dot_general  # noqa: E402
 
 SHAPES = {"q/k/v or attn-out 384x384": (384, 384), "fused qkv 384x1152": (384, 1152)}
@@ -62,11 +68,21 @@ def candidates(tokens: int, k: int, n: int, seed: int = 0) -> dict:
     )
     bf16_out = jax.jit(lambda a, b: a @ b)
     xtb, wtb = xt.bfloat16(), wt.bfloat16()
-    return {
+    scale = jnp.asarray(rng.uniform(1e-3, 2e-2, n), jnp.float32)
+    xla_w8a8 = jax.jit(stored_int8._xla_int8_dense)
+    found = {}
+    if kernels.available():
+        vnni = jax.jit(kernels.int8_dense)
+        ours, theirs = np.asarray(vnni(xj, wij, scale)), np.asarray(xla_w8a8(xj, wij, scale))
+        if np.abs(ours - theirs).max() > 1e-6 * np.abs(theirs).max():
+            raise SystemExit(f"the VNNI kernel and XLA's W8A8 disagree on {k}x{n}")
+        found["vnni w8a8"] = lambda: vnni(xj, wij, scale)
+    return found | {
         "jax fp32": lambda: fp32(xj, wj),
         "torch fp32": lambda: torch.matmul(xt, wt),
         "jax int8": lambda: int8(xij, wij),
         "jax int8 dyn": lambda: dyn(xj, wj),
+        "xla w8a8": lambda: xla_w8a8(xj, wij, scale),
         "jax bf16": lambda: bf16(xb, wb),
         "jax bf16 out": lambda: bf16_out(xb, wb),
         "torch bf16": lambda: torch.matmul(xtb, wtb),
@@ -80,22 +96,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     names = (
-        "jax fp32", "torch fp32", "jax int8", "jax int8 dyn", "jax bf16", "jax bf16 out",
-        "torch bf16",
+        "jax fp32", "torch fp32", "jax int8", "jax int8 dyn", "xla w8a8", "vnni w8a8",
+        "jax bf16", "jax bf16 out", "torch bf16",
     )  # fmt: skip
+    if not kernels.available():
+        names = tuple(name for name in names if name != "vnni w8a8")
     print(f"{args.tokens} tokens, best of {args.repeats} interleaved calls, ms (GMAC/s)")
     print(
         "| matmul | " + " | ".join(names) + " | jax fp32 vs torch | int8 dyn vs jax fp32 "
-        "| jax bf16 vs jax fp32 |"
+        "| jax bf16 vs jax fp32 | vnni vs jax bf16 |"
     )
-    print("|---|" + "---:|" * (len(names) + 3))
+    print("|---|" + "---:|" * (len(names) + 4))
     for label, (k, n) in SHAPES.items():
         times = bench.interleave(candidates(args.tokens, k, n), warmup=2, repeats=args.repeats)
         best = {name: 1e3 * min(times[name]) for name in names}
         cells = [f"{best[m]:.2f} ({args.tokens * k * n / best[m] / 1e6:.0f})" for m in names]
         ratios = f"{best['torch fp32'] / best['jax fp32']:.2f}x | "
         ratios += f"{best['jax fp32'] / best['jax int8 dyn']:.2f}x | "
-        ratios += f"{best['jax fp32'] / best['jax bf16']:.2f}x"
+        ratios += f"{best['jax fp32'] / best['jax bf16']:.2f}x | "
+        vnni = best.get("vnni w8a8")
+        ratios += f"{best['jax bf16'] / vnni:.2f}x" if vnni else "-"
         print(f"| {label} | " + " | ".join(cells) + f" | {ratios} |")
 
 

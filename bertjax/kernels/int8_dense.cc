@@ -24,6 +24,9 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -192,26 +195,40 @@ constexpr TileFn kTiles[kRows + 1] = {nullptr,     TileRow<1>, TileRow<2>, TileR
                                       TileRow<4>, TileRow<5>, TileRow<6>};
 
 // Runs body(i) for i in [0, count) on the caller and XLA's intra-op threads, chunks
-// handed out by an atomic counter; returns when every task has finished.
-template <typename Body>
-void ParallelFor(ffi::ThreadPool& pool, int64_t count, int64_t chunk, const Body& body) {
-  const int64_t chunks = (count + chunk - 1) / chunk;
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks) - 1;
+// handed out by an atomic counter; returns once every chunk is done. A helper that
+// starts late (its thread busy elsewhere) finds no chunk left and touches only the
+// shared state, so the caller never waits for it to be scheduled.
+struct Chunks {
   std::atomic<int64_t> next{0};
-  std::atomic<int64_t> finished{0};
-  auto work = [&]() {
+  std::atomic<int64_t> done{0};
+  int64_t count = 0, chunk = 1, chunks = 0;
+  const std::function<void(int64_t)>* body = nullptr;
+
+  void Work() {
     for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
-      for (int64_t i = c * chunk; i < std::min(count, (c + 1) * chunk); ++i) body(i);
+      for (int64_t i = c * chunk; i < std::min(count, (c + 1) * chunk); ++i) (*body)(i);
+      done.fetch_add(1, std::memory_order_release);
     }
-  };
-  for (int64_t h = 0; h < helpers; ++h) {
-    pool.Schedule([&]() {
-      work();
-      finished.fetch_add(1, std::memory_order_release);
-    });
   }
-  work();
-  while (finished.load(std::memory_order_acquire) < helpers) _mm_pause();
+};
+
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, int64_t chunk,
+                 const std::function<void(int64_t)>& body) {
+  auto state = std::make_shared<Chunks>();
+  state->count = count;
+  state->chunk = chunk;
+  state->chunks = (count + chunk - 1) / chunk;
+  state->body = &body;
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), state->chunks) - 1;
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([state]() { state->Work(); });
+  state->Work();
+  for (int spins = 0; state->done.load(std::memory_order_acquire) < state->chunks; ++spins) {
+    if (spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();  // a helper mid-chunk lost its core: let it run
+    }
+  }
 }
 
 // Scratch buffers kept between calls (no allocation or zeroing per product).
