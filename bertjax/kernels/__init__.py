@@ -2,9 +2,11 @@
 
 `int8_dense(x, qvalue, scale)`: the W8A8 product of `models/int8.py` (rows of x
 quantized per token, int8 x int8, int32 accumulation, both scales) on AVX-512 VNNI
-(`int8_dense.cc`): the same integers as XLA's product (the final float scaling may
-round differently, ~1e-7 relative), at ~2x XLA's bf16 product on this machine
-(benchmarks/results/runtime.md). The source is compiled with the system's C++
+(`int8_dense.cc`), at ~2x XLA's bf16 product on this machine
+(benchmarks/results/runtime.md). It computes the written formula exactly
+(`reference_int8_dense`); XLA's own product rewrites absmax / 127 as a product with
+the reciprocal, so about one activation in 10^6 lands on the neighbouring integer
+there, and the final scaling may round differently (~1e-7). The source is compiled with the system's C++
 compiler into `$BERTJAX_KERNEL_CACHE` (default `~/.cache/bertjax/kernels`), keyed by
 the source and jaxlib version, once per machine. `available()` is False (and callers
 use XLA's product) off Linux x86 with VNNI, without a compiler, or with
@@ -24,6 +26,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 
 SOURCE = Path(__file__).with_name("int8_dense.cc")
 TARGET = "bertjax_int8_dense"
@@ -93,3 +96,15 @@ def int8_dense(x: jax.Array, qvalue: jax.Array, scale: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))
     out = call(rows, qvalue.astype(jnp.int8), jnp.asarray(scale, jnp.float32).reshape(n))
     return out.reshape(*x.shape[:-1], n)
+
+
+def reference_int8_dense(x, qvalue, scale) -> np.ndarray:
+    """NumPy, exactly what the kernel computes: each row of x [M, K] quantized by
+    absmax / 127 (round half to even, clip to [-127, 127]), the product in int64, then
+    `acc * (x_scale * scale)` in float32."""
+    x = np.asarray(x, np.float32)
+    absmax = np.abs(x).max(-1, keepdims=True)
+    x_scale = np.maximum(absmax / np.float32(127), np.finfo(np.float32).tiny)
+    x_q = np.clip(np.round(x / x_scale), -127, 127).astype(np.int64)
+    acc = x_q @ np.asarray(qvalue).astype(np.int64)
+    return acc.astype(np.float32) * (x_scale * np.asarray(scale, np.float32)[None])

@@ -2,9 +2,10 @@
 //
 // out[m, n] = sum_k q(x)[m, k] * w[k, n] * x_scale[m] * w_scale[n], float32, where
 // q(x) quantizes each row of x to int8 by its absolute maximum (x_scale = absmax / 127),
-// exactly as bertjax/models/int8.py's `int8_dense` does in XLA: same rounding (half to
-// even), same clipping, same order of the final float products, so the two agree bit
-// for bit. Why: XLA:CPU's int8 x int8 -> int32 product runs at ~140 GMAC/s on this
+// as bertjax/models/int8.py's `int8_dense` writes it (rounding half to even, clipping
+// to [-127, 127], acc * (x_scale * w_scale)), exactly: `reference_int8_dense` in
+// __init__.py is the same in NumPy, bit for bit (XLA's own product multiplies by
+// 1/127 instead, so rare ties round to the neighbouring integer there). Why: XLA:CPU's int8 x int8 -> int32 product runs at ~140 GMAC/s on this
 // machine, below its bf16 product (~185); VPDPBUSD multiplies 64 u8 x s8 pairs per
 // instruction, so the int8 product can outrun bf16 instead.
 //

@@ -42,7 +42,7 @@ def int8_dense(x: Array, kernel: dict) -> Array:
     """W8A8 `x @ kernel`: x quantized (dynamically per token, or statically by
     `input_scale`), int8 x int8 with int32 accumulation, rescaled by the outer product
     of the scales; float32. On a CPU with AVX-512 VNNI, dynamic scales run as
-    `bertjax.kernels.int8_dense` (the same integers; ~2x XLA's bf16 product), elsewhere
+    `bertjax.kernels.int8_dense` (the same formula; ~2x XLA's bf16 product), elsewhere
     as XLA's int8 product."""
     qvalue, input_scale = kernel[convert.QVALUE], kernel.get(convert.INPUT_SCALE)
     if input_scale is None and qvalue.ndim == 2 and kernels.supports(*qvalue.shape):
