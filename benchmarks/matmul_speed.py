@@ -19,8 +19,8 @@ batch 32 x seq 128 = 4,096 tokens. Candidates, timed round-robin
 The ratio columns are speed-ups of the first named over the second
 (e.g. 0.9x: jax fp32 takes 1/0.9 the time of torch fp32). Before timing, the
 int8 product is checked exact against NumPy int64, the VNNI kernel against its NumPy
-reference (`kernels.reference_int8_dense`, bit for bit) and jax fp32 against torch fp32 (relative error < 1e-4); a failed
-check exits 1.
+reference (`kernels.reference_int8_dense`, bit for bit) and jax fp32 against torch
+fp32 (relative error < 1e-4); a failed check exits 1.
 
   python benchmarks/matmul_speed.py [--tokens 4096] [--repeats 10]
 """

@@ -6,11 +6,13 @@ quantized per token, int8 x int8, int32 accumulation, both scales) on AVX-512 VN
 (benchmarks/results/runtime.md). It computes the written formula exactly
 (`reference_int8_dense`); XLA's own product rewrites absmax / 127 as a product with
 the reciprocal, so about one activation in 10^6 lands on the neighbouring integer
-there, and the final scaling may round differently (~1e-7). The source is compiled with the system's C++
-compiler into `$BERTJAX_KERNEL_CACHE` (default `~/.cache/bertjax/kernels`), keyed by
-the source and jaxlib version, once per machine. `available()` is False (and callers
-use XLA's product) off Linux x86 with VNNI, without a compiler, or with
-`BERTJAX_KERNELS=0`.
+there, and the final scaling may round differently (~1e-7).
+
+The source is compiled with the system's C++ compiler into `$BERTJAX_KERNEL_CACHE`
+(default `~/.cache/bertjax/kernels`), keyed by the source and jaxlib version, once per
+machine. `available()` is False (and callers use XLA's product) off Linux x86 with
+VNNI, without a compiler, or with `BERTJAX_KERNELS=0`. Under a sharded `jit` XLA
+gathers the kernel's operands onto each device (correct, not data-parallel).
 """
 
 import ctypes
