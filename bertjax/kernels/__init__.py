@@ -9,7 +9,7 @@ the reciprocal, so about one activation in 10^6 lands on the neighbouring intege
 there, and the final scaling may round differently (~1e-7).
 
 The source is compiled with the system's C++ compiler into `$BERTJAX_KERNEL_CACHE`
-(default `~/.cache/bertjax/kernels`), keyed by the source and jaxlib version, once per
+(default `$BERTJAX_CACHE/kernels`), keyed by the source and jaxlib version, once per
 machine. `available()` is False (and callers use XLA's product) off Linux x86 with
 VNNI, without a compiler, or with `BERTJAX_KERNELS=0`. Under a sharded `jit` XLA
 gathers the kernel's operands onto each device (correct, not data-parallel).
@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
+
+from bertjax import paths
 
 SOURCE = Path(__file__).with_name("int8_dense.cc")
 TARGET = "bertjax_int8_dense"
@@ -46,7 +49,7 @@ def _cpu_has_vnni() -> bool:
 
 def _cache_dir() -> Path:
     root = os.environ.get("BERTJAX_KERNEL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "bertjax" / "kernels"
+    return Path(root) if root else paths.cache_root() / "kernels"
 
 
 def build(source: Path = SOURCE) -> Path:
@@ -59,6 +62,7 @@ def build(source: Path = SOURCE) -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++ or $CXX) to build the int8 kernel")
     library.parent.mkdir(parents=True, exist_ok=True)
+    print(f"bertjax: building the int8 kernel into {library} (once)", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         out = Path(scratch) / library.name
         command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(out)]
