@@ -84,12 +84,12 @@ def run(args) -> dict:
     rows, candidates, checks = [], {}, {}
     for directory in runs:
         swept = json.loads((directory / "results.json").read_text())["early_exit"]
-        model, params = runtime.load(directory / "export", head=head)
+        model, params = runtime.load(directory / "export", head=head, int8=args.int8)
         runner = runtime.ExitRunner(model, params, interventions)
         plain = bench.jitted_forward(model, interventions)
         model_params = split(params)[0]
         layer_logits = np.concatenate([runner.full(*b) for b in batches(dev, args.seq, 32)])
-        label = directory.name
+        label = directory.name + ("-int8" if args.int8 else "")
         candidates[f"{label}|none|b32"] = lambda p=plain, m=model_params: [
             p(m, *b) for b in timed32
         ]
@@ -231,6 +231,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--teacher", default="", help="the model the runs started from")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--compute", default="fp32", help="fp32 or bf16 matmuls")
+    parser.add_argument(
+        "--int8", action="store_true", help="the backbone stored in int8 (W8A8), heads float"
+    )
     parser.add_argument("--examples", type=int, default=64, help="batch-1 examples timed")
     parser.add_argument("--batches", type=int, default=4, help="batch-32 batches timed")
     parser.add_argument("--repeats", type=int, default=3)

@@ -24,19 +24,24 @@ from bertjax.models import checkpoints, convert, staged
 from bertjax.models.interventions import NONE, Interventions
 from methods.dynamic import exits
 from methods.dynamic.early_exit import EXITS, exit_logits
+from methods.quant import storage
 
 # Row buckets of the compacted batches: steps of 4 up to 32 rows, so that a few exits
 # already shrink the next layer's batch (powers of two: 0.89-1.10x at batch 32 on MRPC).
 BUCKETS = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 48, 64, 96, 128)
 
 
-def load(directory: str | Path, *, head: str = "classification"):
+def load(directory: str | Path, *, head: str = "classification", int8: bool = False):
     """`(model, params)` of an exported early-exit model: the model's params with the
-    exit heads under `params["exit_heads"]` (ValueError when the export has none)."""
+    exit heads under `params["exit_heads"]` (ValueError when the export has none).
+    `int8`: the model's Dense kernels and embeddings stored in int8 (as
+    `quant_ptq.py:int8=True` stores them; W8A8), the exit heads kept float."""
     model, params = checkpoints.load_pretrained(directory, head=head)
     heads = convert.side_tree(checkpoints.read_state_dict(Path(directory)), EXITS)
     if heads is None:
         raise ValueError(f"{directory} has no exit heads (exit_heads.* in its safetensors)")
+    if int8:
+        params = storage.quantize_params(params, storage.DEFAULT_SELECT)
     return model, {**params, EXITS: jax.tree.map(jnp.asarray, heads)}
 
 

@@ -214,6 +214,11 @@ def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(
     assert report["sweep"][3]["metrics"] == results["metrics"]
     model, params = runtime.load(tmp_path / "run" / "export")
     assert ("mean_pooler" in params[EXITS]["0"]) == (pooling == "mean")  # exported, read back
+    _, stored = runtime.load(tmp_path / "run" / "export", int8=True)  # the backbone in int8
+    assert stored["bert"]["encoder"]["layer"]["0"]["output"]["dense"]["kernel"]["qvalue"].dtype == (
+        jnp.int8
+    )
+    assert stored[EXITS]["0"]["classifier"]["kernel"].dtype == jnp.float32
     initial = loop.create_train_state(config).state.params
     heads_moved = not np.allclose(params[EXITS]["0"]["classifier"]["kernel"],
                                   initial[EXITS]["0"]["classifier"]["kernel"])  # fmt: skip
@@ -226,3 +231,21 @@ def test_early_exit_run_trains_the_heads_scores_the_sweep_and_exports(
         assert not np.allclose(backbone, start)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["early_exit"]["sweep"][0]["exit_share"] == report["sweep"][0]["exit_share"]
+
+
+def test_an_int8_backbone_exits_early_too():
+    """Dynamic on static: the exits of a model stored in int8 (W8A8) are those replayed
+    from its own layers, and its last layer is the stored-int8 model's output."""
+    from methods.quant import storage
+
+    model, params, method, inputs = _model_and_batch(rows=9, seed=5, pooling="mean")
+    model_params, heads = method.present(params, {}, 0, False)[0], params[EXITS]
+    stored = storage.quantize_params(model_params, storage.DEFAULT_SELECT)
+    runner = runtime.ExitRunner(model, {**stored, EXITS: heads})
+    full = runner.full(*inputs)
+    plain = model.apply({"params": stored}, *inputs)[0]["logits"]
+    np.testing.assert_allclose(full[:, -1], plain, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(full, runtime.ExitRunner(model, params).full(*inputs), atol=1e-4)
+    criterion = exits.Criterion("entropy", 0.5)
+    _, exit_at = runner.batched(criterion, *inputs)
+    np.testing.assert_array_equal(exit_at, exits.exit_layers(criterion, full))
