@@ -1,1 +1,0 @@
-"""Dynamic inference runtimes: models whose compute depends on the input."""

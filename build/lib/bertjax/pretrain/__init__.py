@@ -1,1 +1,0 @@
-"""Task-agnostic (general) distillation on unlabeled text, and AutoTinyBERT's supernet."""
