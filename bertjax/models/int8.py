@@ -34,8 +34,8 @@ def quantize_rows(x: Array, input_scale: Array | None) -> tuple[Array, Array]:
     return jnp.clip(jnp.round(x / scale), -127, 127).astype(jnp.int8), scale
 
 
-def _weight_scale(kernel: dict, ndim: int) -> Array:
-    return jnp.asarray(kernel[convert.SCALE], jnp.float32).reshape((1,) * (ndim - 1) + (-1,))
+def _weight_scale(scale: Array, ndim: int) -> Array:
+    return jnp.asarray(scale, jnp.float32).reshape((1,) * (ndim - 1) + (-1,))
 
 
 def int8_dense(x: Array, kernel: dict) -> Array:
@@ -56,7 +56,7 @@ def int8_dense(x: Array, kernel: dict) -> Array:
 def _xla_int8_dense(x: Array, qvalue: Array, scale: Array, input_scale=None) -> Array:
     x_q, x_scale = quantize_rows(x, input_scale)
     acc = jax.lax.dot_general(x_q, qvalue, _CONTRACT_LAST(x.ndim), preferred_element_type=jnp.int32)
-    return acc.astype(jnp.float32) * (x_scale * _weight_scale({convert.SCALE: scale}, x.ndim))
+    return acc.astype(jnp.float32) * (x_scale * _weight_scale(scale, x.ndim))
 
 
 def weight_only_dense(x: Array, kernel: dict) -> Array:
@@ -64,4 +64,4 @@ def weight_only_dense(x: Array, kernel: dict) -> Array:
     float32 accumulation, times the per-channel weight scales; float32. A calibrated
     `input_scale` is not used (activations are not quantized)."""
     acc = bfloat16.product(x, kernel[convert.QVALUE], _CONTRACT_LAST(x.ndim))
-    return acc * _weight_scale(kernel, x.ndim)
+    return acc * _weight_scale(kernel[convert.SCALE], x.ndim)

@@ -181,8 +181,8 @@ class EarlyExit(Method):
         return True
 
     def eval_outputs(self, params, state, outputs, inter, batch):
-        exits_ = self.layer_logits(params, inter, batch["attention_mask"])
-        layers = [*exits_, outputs["logits"].astype(jnp.float32)]
+        layers = self.layer_logits(params, inter, batch["attention_mask"])
+        layers.append(outputs["logits"].astype(jnp.float32))
         return {"layer_logits": jnp.stack(layers, axis=1)}  # [B, L, C]
 
     def criteria(self) -> list[exits.Criterion]:

@@ -12,7 +12,7 @@ from bertjax.inference import early_exit as runtime
 from bertjax.train import loop
 from configs import early_exit as early_exit_config
 from methods.dynamic import exits
-from methods.dynamic.early_exit import EXITS, EarlyExit, exit_logits
+from methods.dynamic.early_exit import EXITS, EarlyExit, exit_logits, split
 
 
 def _reference_exit(per_layer, kind, value, regression=False, delta=0.1):
@@ -238,8 +238,8 @@ def test_an_int8_backbone_exits_early_too():
     from its own layers, and its last layer is the stored-int8 model's output."""
     from methods.quant import storage
 
-    model, params, method, inputs = _model_and_batch(rows=9, seed=5, pooling="mean")
-    model_params, heads = method.present(params, {}, 0, False)[0], params[EXITS]
+    model, params, _, inputs = _model_and_batch(rows=9, seed=5, pooling="mean")
+    model_params, heads = split(params)
     stored = storage.quantize_params(model_params, storage.DEFAULT_SELECT)
     runner = runtime.ExitRunner(model, {**stored, EXITS: heads})
     full = runner.full(*inputs)
