@@ -256,3 +256,36 @@ def test_peers_of_a_tiny_teacher_are_timed_sized_and_scored(tmp_path, teacher_di
     assert dev["examples"] == 16 and 0 < dev["max_abs_logit_diff"] < 0.1
     assert dev["ort_int8_loyalty"]["label_loyalty"] >= 0.8
     assert set(dev["torch_teacher"]) == set(dev["ort_int8"]) >= {"accuracy"}
+
+
+def test_a_lost_runs_directory_is_restored_from_the_committed_table_but_needed_exports_retrain(
+    tmp_path,
+):
+    from bertjax.reproduce import restore
+
+    budget = grid.dataclasses.replace(grid.BUDGETS["small"], peers=False)
+    cell_list = grid.cells(budget, ("distillation", "stack"))
+    record = lambda seed: {"metrics": {"accuracy": 0.6}, "seed": seed}  # noqa: E731
+    # Committed: everything of seed 0; seed 1 lacks the stack, which needs l3-kd's export.
+    committed = {"rte": {c.name: [record(0), record(1)] for c in cell_list if c.family != "stack"}}
+    for c in cell_list:
+        if c.family == "stack":
+            committed["rte"][c.name] = [{**record(0), "latency": {"b1": {"ms": 1.0}}}]
+    committed["rte"][grid.TEACHER][0]["peers"] = {"b1": {}}
+    runs = tmp_path / "runs"
+    chosen = restore.plan(committed, runs, ["rte"], cell_list, 2)
+    retrained = {(t, c, s) for t in ["rte"] for c in committed["rte"] for s in (0, 1)} - set(chosen)
+    # Seed 1's stack needs l3-kd (start) and the teacher; nothing of seed 0 retrains.
+    assert retrained == {("rte", "teacher", 1), ("rte", "l3-kd", 1),
+                         ("rte", "l3-kd-h5-f5", 1), ("rte", "l3-kd-h5-f5-int8", 1)}  # fmt: skip
+    assert restore.restore(committed, runs, ["rte"], cell_list, 2) == len(chosen)
+    int8 = runs / "rte" / "l3-kd-h5-f5-int8" / "seed0"
+    assert json.loads((int8 / "latency.json").read_text()) == {"b1": {"ms": 1.0}}
+    assert (runs / "rte" / "teacher" / "seed0" / peers.FILE).exists()
+    collected = table.collect(runs, ["rte"], cell_list, 2)
+    assert collected["rte"]["l3-kd-h5-f5-int8"][0]["latency"] == {"b1": {"ms": 1.0}}
+    assert [r["seed"] for r in collected["rte"]["l3-emd"]] == [0, 1]
+    # An export still on disk is not retrained: seed 1's l3-kd is restored once it is there.
+    (runs / "rte" / "l3-kd" / "seed1" / "export").mkdir(parents=True)
+    assert ("rte", "l3-kd", 1) in restore.plan(committed, runs, ["rte"], cell_list, 2)
+    assert restore.plan(committed, runs, ["rte"], cell_list, 2).keys().isdisjoint(chosen)

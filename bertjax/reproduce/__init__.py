@@ -9,6 +9,8 @@ the PyTorch fp32 teacher, loyalty; the seed-0 teacher in PyTorch fp32 and ONNX R
 dynamic int8 as peer rows; then the claims table), `results.json` (everything gathered,
 with each claim's numbers) and `plots.png` (the peers as reference markers). Runs live under
 `runs/reproduce/{budget}/{task}/{cell}/seed{k}`; a finished cell is skipped, an
-interrupted one resumes. `grid.py` says what runs, `cells.py` how, `peers.py` what the peers
+interrupted one resumes. On a new machine (runs directory gone) the committed results.json
+brings the finished runs back (`restore.py`); only the exports an unfinished run needs are
+retrained. `grid.py` says what runs, `cells.py` how, `peers.py` what the peers
 measure, `claims.py` how a claim is decided.
 """

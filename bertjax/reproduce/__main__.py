@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bertjax.reproduce import cells as cells_lib
 from bertjax.reproduce import claims as claims_lib
-from bertjax.reproduce import grid, table
+from bertjax.reproduce import grid, restore, table
 
 
 def say(line: str) -> None:
@@ -111,12 +111,17 @@ def main(argv=None) -> int:
         say(f"tables: {write_outputs(out, args, budget, collected, cell_list, failures)}")
         say(f"{waiting} cell(s) still wait for a quiet machine" if waiting else "all timed")
         return 1 if waiting else 0
+    restored = restore.restore(restore.load(out / "results.json"), runs, args.tasks, cell_list,
+                               args.seeds)  # fmt: skip
+    if restored:
+        say(f"{restored} finished run(s) restored from {out / 'results.json'}")
     total = len(args.tasks) * len(cell_list) * args.seeds
     kept = grid.starts(cell_list)  # cells others start from: their exports stay
     done = 0
     for task in args.tasks:
-        for cell in cell_list:
-            for seed in range(args.seeds):
+        # Seed-major: a lost runs directory costs the teachers of one seed, not of all.
+        for seed in range(args.seeds):
+            for cell in cell_list:
                 done += 1
                 name = f"{task}/{cell.name}/seed{seed}"
                 say(f"[{done}/{total}] {name}")
@@ -132,11 +137,11 @@ def main(argv=None) -> int:
                     log.parent.mkdir(parents=True, exist_ok=True)
                     log.write_text(traceback.format_exc())
                     say(f"FAILED {name} (traceback in {log})")
-            if cells_lib.quiet(args.max_load):  # (each deferral was said by its cell)
-                catch_up([task], cell_list, budget, runs, args.max_load)
-            # After every cell (all its seeds), so an interrupted grid leaves its tables.
-            collected = table.collect(runs, args.tasks, cell_list, args.seeds)
-            path = write_outputs(out, args, budget, collected, cell_list, failures)
+                if cells_lib.quiet(args.max_load):  # (each deferral was said by its cell)
+                    catch_up([task], cell_list, budget, runs, args.max_load)
+                # After every run, so an interrupted grid leaves its tables.
+                collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+                path = write_outputs(out, args, budget, collected, cell_list, failures)
         say(f"{task} done: {path}")
     return 1 if failures else 0
 

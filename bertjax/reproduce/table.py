@@ -29,7 +29,7 @@ def collect(runs: Path, tasks, cells: list[Cell], seeds: int) -> dict:
                 path = directory / "results.json"
                 if not path.exists():
                     continue
-                results = json.loads(path.read_text())
+                results = {**json.loads(path.read_text()), "seed": seed}
                 latency = directory / "latency.json"
                 if latency.exists():
                     results["latency"] = json.loads(latency.read_text())

@@ -1,0 +1,74 @@
+"""Bringing finished runs back from a committed `results.json` when the runs directory is gone.
+
+The runs directory lives on one machine; the tables (`reproduction/<budget>/results.json`)
+are committed. On a new machine a reproduction would otherwise retrain every finished cell.
+`restore` writes each committed run's results.json (and seed 0's latency.json and
+peers.json) back into its workdir, so the grid skips it, except for the runs whose export a
+not-yet-finished run still needs (its teacher, or the cell it starts from): those are left
+out and retrained, and so, transitively, is what they need.
+"""
+
+import json
+from pathlib import Path
+
+from bertjax.reproduce import peers
+from bertjax.reproduce.cells import workdir
+from bertjax.reproduce.grid import TEACHER, Cell
+
+
+def _by_seed(records: list[dict]) -> dict[int, dict]:
+    """Seed -> record; records without a `seed` (older tables) are in seed order."""
+    return {record.get("seed", position): record for position, record in enumerate(records)}
+
+
+def plan(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> dict:
+    """`{(task, cell, seed): record}` of the committed runs to restore: those whose workdir has
+    no results.json and whose export no unfinished run needs (or whose export is still there)."""
+    by_name = {cell.name: cell for cell in cells}
+    keys = [(t, c.name, s) for t in tasks for c in cells for s in range(seeds)]
+    on_disk = {k for k in keys if (workdir(runs, k[0], by_name[k[1]], k[2]) / "results.json").exists()}
+    records = {}
+    for task in tasks:
+        for name, per_seed in committed.get(task, {}).items():
+            for seed, record in _by_seed(per_seed).items():
+                if name in by_name and seed < seeds and (task, name, seed) not in on_disk:
+                    records[(task, name, seed)] = record
+
+    def has_export(key) -> bool:
+        return (workdir(runs, key[0], by_name[key[1]], key[2]) / "export").is_dir()
+
+    def needs(key) -> set:
+        cell = by_name[key[1]]
+        deps = {(key[0], TEACHER, key[2])} if cell.needs_teacher() else set()
+        return deps | ({(key[0], cell.start, key[2])} if cell.start else set())
+
+    unfinished = set(keys) - on_disk - set(records)
+    while True:  # a needed run without its export is retrained: what it needs is needed too
+        needed = {dep for key in unfinished for dep in needs(key)}
+        retrain = {key for key in needed & set(records) if not has_export(key)} - unfinished
+        if not retrain:
+            break
+        unfinished |= retrain
+    return {key: record for key, record in records.items() if key not in unfinished}
+
+
+def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> int:
+    """Writes the runs `plan` picks back into `runs`; returns how many."""
+    by_name = {cell.name: cell for cell in cells}
+    chosen = plan(committed, runs, tasks, cells, seeds)
+    for (task, name, seed), record in chosen.items():
+        record = dict(record)
+        directory = workdir(runs, task, by_name[name], seed)
+        directory.mkdir(parents=True, exist_ok=True)
+        latency, peer = record.pop("latency", None), record.pop("peers", None)
+        if latency is not None:
+            (directory / "latency.json").write_text(json.dumps(latency, indent=2))
+        if peer is not None:
+            (directory / peers.FILE).write_text(json.dumps(peer, indent=2))
+        (directory / "results.json").write_text(json.dumps(record, indent=2))
+    return len(chosen)
+
+
+def load(path: Path) -> dict:
+    """The `runs` of a committed results.json, or {} when there is none."""
+    return json.loads(path.read_text())["runs"] if path.exists() else {}
