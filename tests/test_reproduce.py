@@ -285,6 +285,10 @@ def test_a_lost_runs_directory_is_restored_from_the_committed_table_but_needed_e
     collected = table.collect(runs, ["rte"], cell_list, 2)
     assert collected["rte"]["l3-kd-h5-f5-int8"][0]["latency"] == {"b1": {"ms": 1.0}}
     assert [r["seed"] for r in collected["rte"]["l3-emd"]] == [0, 1]
+    # Tables written meanwhile keep the committed runs waiting to be retrained.
+    merged = restore.merge(collected, committed)
+    assert [r["seed"] for r in merged["rte"][grid.TEACHER]] == [0, 1]
+    assert [r["seed"] for r in merged["rte"]["l3-kd-h5-f5"]] == [0]
     # An export still on disk is not retrained: seed 1's l3-kd is restored once it is there.
     (runs / "rte" / "l3-kd" / "seed1" / "export").mkdir(parents=True)
     assert ("rte", "l3-kd", 1) in restore.plan(committed, runs, ["rte"], cell_list, 2)

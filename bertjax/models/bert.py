@@ -38,6 +38,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from bertjax.models import convert
@@ -65,6 +66,10 @@ _ACTIVATIONS = {
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
 }
+# Where the FFN's product is stored-int8 (our VNNI kernel, a custom call XLA cannot fuse
+# into), GELU is a fusion of its own and HF's erf form is the cheaper one: 0.96x the int8
+# forward's time at batch 32 (benchmarks/results/runtime.md, session 14).
+_GELU_ERF = lambda x: 0.5 * x * (1 + jax.lax.erf(x * (1 / np.sqrt(2)).astype(x.dtype)))  # noqa: E731
 
 
 def _init(config: BertConfig):
@@ -133,6 +138,28 @@ def attention_bias(attention_mask: Array) -> Array:
     """The additive mask over keys [B, 1, 1, T]: 0 where attended, float32's minimum
     where padded (`attention_mask` [B, T], nonzero = a real token)."""
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(
+        jnp.float32
+    )
+
+
+_QK = (((3,), (3,)), ((0, 1), (0, 1)))  # q [B, N, T, D] . k [B, N, S, D] -> [B, N, T, S]
+
+
+def masked_scores(q: Array, k: Array, mask_bias: Array, dot) -> Array:
+    """`q . k + mask_bias` in float32, the key mask entering the product as one more
+    column (`[q, 1] . [k, bias]`) when it is per key ([B, 1, 1, S]).
+
+    Why: XLA:CPU runs q.k, softmax and probs.v as one YNNPACK fusion that takes the mask
+    as a materialized [B, N, T, S] operand (13 MB for 6 heads at batch 32); as a column it
+    costs one more step of the product. 3-layer int8 stack, batch 32: -13 % of the forward
+    (benchmarks/results/runtime.md, session 14). Not for a quantizing matmul (it would
+    see the extra column) nor where raw scores are needed (they stay `q . k`)."""
+    b, n, s = k.shape[0], k.shape[1], k.shape[2]
+    if mask_bias.shape != (b, 1, 1, s):
+        return (dot(q, k, _QK) + mask_bias).astype(jnp.float32)
+    ones = jnp.ones((*q.shape[:-1], 1), q.dtype)
+    bias = jnp.broadcast_to(mask_bias.reshape(b, 1, s, 1), (b, n, s, 1)).astype(k.dtype)
+    return dot(jnp.concatenate([q, ones], -1), jnp.concatenate([k, bias], -1), _QK).astype(
         jnp.float32
     )
 
@@ -301,10 +328,14 @@ class SelfAttention(BertModule):
             q, k, v = (heads(dense(self, n * d, name)(x, interventions)) for name in QKV)
         else:
             q, k, v = (heads(y) for y in jnp.split(fused, 3, axis=-1))
-        scores = dot(
-            site(q, "qk_query"), site(k, "qk_key"), (((3,), (3,)), ((0, 1), (0, 1)))
-        ) / jnp.sqrt(d).astype(q.dtype)
-        probs = jax.nn.softmax((scores + mask_bias).astype(jnp.float32), axis=-1)
+        # 1/sqrt(d) on q, not on the [B, N, T, T] scores: XLA:CPU's attention fusion
+        # would read a materialized broadcast of the constant (session 14).
+        q = q * (1 / jnp.sqrt(d)).astype(q.dtype)
+        scores = dot(site(q, "qk_query"), site(k, "qk_key"), _QK)
+        if deterministic and matmul_of(interventions).fusable_projections:
+            probs = jax.nn.softmax(masked_scores(q, k, mask_bias, dot), axis=-1)
+        else:
+            probs = jax.nn.softmax((scores + mask_bias).astype(jnp.float32), axis=-1)
         probs = probs.astype(self.dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         head_mask = interventions.head_mask
@@ -373,9 +404,12 @@ class Intermediate(BertModule):
     @nn.compact
     def __call__(self, x, interventions: Interventions):
         cfg = self.config
-        act = _ACTIVATIONS[cfg.hidden_act](
-            dense(self, cfg.ffn_size(self.layer), "dense")(x, interventions)
-        )
+        y = dense(self, cfg.ffn_size(self.layer), "dense")(x, interventions)
+        kernel = self.variables.get("params", {}).get("dense", {}).get("kernel")
+        if cfg.hidden_act == "gelu" and convert.is_quantized(kernel):
+            act = _GELU_ERF(y)
+        else:
+            act = _ACTIVATIONS[cfg.hidden_act](y)
         ffn_mask = interventions.ffn_mask
         if ffn_mask is not None:
             act = act * ffn_mask[: act.shape[-1]].astype(act.dtype)

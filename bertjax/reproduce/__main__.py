@@ -107,12 +107,13 @@ def main(argv=None) -> int:
     failures = []
     if args.latency_only:
         waiting = catch_up(args.tasks, cell_list, budget, runs, args.max_load)
-        collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+        collected = restore.merge(table.collect(runs, args.tasks, cell_list, args.seeds),
+                                  restore.load(out / "results.json"))  # fmt: skip
         say(f"tables: {write_outputs(out, args, budget, collected, cell_list, failures)}")
         say(f"{waiting} cell(s) still wait for a quiet machine" if waiting else "all timed")
         return 1 if waiting else 0
-    restored = restore.restore(restore.load(out / "results.json"), runs, args.tasks, cell_list,
-                               args.seeds)  # fmt: skip
+    committed = restore.load(out / "results.json")
+    restored = restore.restore(committed, runs, args.tasks, cell_list, args.seeds)
     if restored:
         say(f"{restored} finished run(s) restored from {out / 'results.json'}")
     total = len(args.tasks) * len(cell_list) * args.seeds
@@ -140,7 +141,9 @@ def main(argv=None) -> int:
                 if cells_lib.quiet(args.max_load):  # (each deferral was said by its cell)
                     catch_up([task], cell_list, budget, runs, args.max_load)
                 # After every run, so an interrupted grid leaves its tables.
-                collected = table.collect(runs, args.tasks, cell_list, args.seeds)
+                collected = restore.merge(
+                    table.collect(runs, args.tasks, cell_list, args.seeds), committed
+                )
                 path = write_outputs(out, args, budget, collected, cell_list, failures)
         say(f"{task} done: {path}")
     return 1 if failures else 0

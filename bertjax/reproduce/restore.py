@@ -69,6 +69,19 @@ def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -
     return len(chosen)
 
 
+def merge(collected: dict, committed: dict) -> dict:
+    """`collected` (what is on disk) with the committed runs not yet back on disk (those
+    waiting to be retrained), so that a table written meanwhile loses none of them."""
+    out = {}
+    for task, found in collected.items():
+        out[task] = {}
+        for name in dict.fromkeys([*committed.get(task, {}), *found]):
+            per_seed = {**_by_seed(committed.get(task, {}).get(name, [])),
+                        **_by_seed(found.get(name, []))}  # fmt: skip
+            out[task][name] = [{**per_seed[seed], "seed": seed} for seed in sorted(per_seed)]
+    return out
+
+
 def load(path: Path) -> dict:
     """The `runs` of a committed results.json, or {} when there is none."""
     return json.loads(path.read_text())["runs"] if path.exists() else {}

@@ -82,6 +82,30 @@ def test_no_interventions_is_the_plain_model(classifier):
     chex.assert_trees_all_equal(plain, empty)
 
 
+def test_the_key_mask_as_a_product_column_is_the_added_mask(classifier):
+    """Inference puts the key mask into q.k as one more column (`bert.masked_scores`);
+    it equals adding it, and the padded sequence's outputs equal the plain path's."""
+    from bertjax.models.bert import attention_bias, masked_scores
+    from bertjax.models.interventions import SEPARATE_PRODUCTS
+
+    rng = np.random.default_rng(1)
+    q, k = (jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32) for _ in range(2))
+    mask = np.ones((2, 5), np.int32)
+    mask[1, 2:] = 0
+    bias = attention_bias(jnp.asarray(mask))
+    plain = jnp.einsum("bntd,bnsd->bnts", q, k) + bias
+    got = masked_scores(q, k, bias, jax.lax.dot_general)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(plain), rtol=1e-6, atol=1e-6)
+    softmax = lambda s: np.asarray(jax.nn.softmax(s, axis=-1))  # noqa: E731
+    np.testing.assert_allclose(softmax(got), softmax(plain), atol=1e-7)
+    assert np.all(softmax(got)[1, :, :, 2:] == 0)  # padded keys get nothing
+    model, params = classifier
+    fast, _ = _apply(model, params, deterministic=True)
+    separate, _ = _apply(model, params, deterministic=True,
+                         interventions=Interventions(matmul=SEPARATE_PRODUCTS))  # fmt: skip
+    np.testing.assert_allclose(fast["logits"], separate["logits"], atol=1e-5)
+
+
 def _max_gap(a, b):
     return float(np.abs(np.asarray(a["last_hidden_state"] - b["last_hidden_state"])).max())
 
