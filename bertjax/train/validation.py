@@ -164,6 +164,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("lowrank.rank", COUNT),  # 0: rank not chosen by count (energy or ratio is)
     ("lowrank.energy", FRACTION),
     ("lowrank.ratio", FRACTION),
+    ("lowrank.multiple", POSITIVE_INT),
     ("ladabert.target_ratio", between(0, 1, open_low=True, open_high=True)),
     ("ladabert.factor_ratio", FRACTION),  # 0: sqrt(target_ratio)
     ("ladabert.rounds", POSITIVE_INT),

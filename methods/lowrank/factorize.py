@@ -5,7 +5,9 @@
   `rank`    the same rank r for every kernel (capped at min(in, out)),
   `energy`  the smallest rank keeping that share of sum(s_i²) (per kernel),
   `ratio`   the largest rank whose factors hold at most that share of the kernel's values;
-and the model runs the factors physically, as two products (`bertjax/models/bert.py`).
+`multiple` rounds the energy rank up and the ratio rank down to a multiple of it (16: the
+int8 factors then fit the VNNI kernel, whose column blocks are 16 wide); an explicit
+`rank` is kept as given. The model runs the factors physically, as two products (`bertjax/models/bert.py`).
 Training then fine-tunes the factors. Nothing is masked, so `present` is the identity;
 checkpoints store the factors (`bertjax/models/checkpoints.py`, `bertjax_lowrank`).
 """
@@ -69,6 +71,7 @@ class LowRank(Method):
     rank: int = 0
     energy: float = 0.0
     ratio: float = 0.0
+    multiple: int = 1
     select: tuple[str, ...] = ENCODER_KERNELS
 
     def __post_init__(self):
@@ -79,6 +82,8 @@ class LowRank(Method):
             raise ValueError(f"energy must be in (0, 1], got {self.energy}")
         if self.ratio and not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.multiple < 1:
+            raise ValueError(f"multiple must be >= 1, got {self.multiple}")
 
     @property
     def name(self) -> str:
@@ -88,9 +93,12 @@ class LowRank(Method):
         """The rank this method gives a kernel [in, out]."""
         if self.rank:
             return min(self.rank, *np.shape(kernel))
-        if self.ratio:
-            return svd.rank_for_ratio(np.shape(kernel), self.ratio)
-        return svd.rank_for_energy(svd.singular_values(kernel), self.energy)
+        full, m = min(np.shape(kernel)), self.multiple
+        if self.ratio:  # down (the factors stay within the ratio), but at least one multiple
+            rank = svd.rank_for_ratio(np.shape(kernel), self.ratio)
+            return min(max(m, rank // m * m), full)
+        rank = svd.rank_for_energy(svd.singular_values(kernel), self.energy)
+        return min(-(-rank // m) * m, full)  # up: the energy is still kept
 
     def init(self, params, rngs):
         chosen = selectors.select(params, list(self.select))

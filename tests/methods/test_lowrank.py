@@ -64,6 +64,15 @@ def test_rank_by_energy_is_the_smallest_that_keeps_it():
     assert svd.rank_for_energy(values, 1.0) == 4
     assert svd.rank_for_ratio((384, 384), 0.5) == 96 and svd.rank_for_ratio((384, 1536), 0.5) == 153
     assert svd.break_even_rank((384, 1536)) == pytest.approx(307.2)
+    # Rounded to multiples of 16 (the int8 kernel's column block): ratio down, energy up.
+    kernel = np.random.default_rng(0).standard_normal((384, 1536)).astype(np.float32)
+    assert LowRank(ratio=0.5, multiple=16).rank_of(kernel) == 144
+    assert LowRank(ratio=0.01, multiple=16).rank_of(kernel) == 16  # at least one multiple
+    exact = LowRank(energy=0.5).rank_of(kernel)
+    assert LowRank(energy=0.5, multiple=16).rank_of(kernel) == -(-exact // 16) * 16
+    assert LowRank(rank=100, multiple=16).rank_of(kernel) == 100  # explicit: as given
+    with pytest.raises(ValueError, match="multiple must be >= 1"):
+        LowRank(ratio=0.5, multiple=0)
 
 
 def test_full_rank_factors_reproduce_the_dense_model(classifier):
