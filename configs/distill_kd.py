@@ -53,10 +53,17 @@ def student_config(args: dict) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, **ARGS)
     config = student_config(args)
-    config.distill = ml_collections.ConfigDict()
-    config.distill.kind = args["kind"]
-    config.distill.temperature = args["temperature"]
-    config.distill.alpha = args["alpha"]
-    # Teacher logits predicted once per training example instead of every step.
-    config.distill.cache_teacher = False
+    config.distill = kd_block(args)
     return config
+
+
+def kd_block(args: dict) -> ml_collections.ConfigDict:
+    """The `config.distill` block of logit KD (`kind`, `temperature`, `alpha` of `args`);
+    other configs add it to distill while they train (e.g. prune_structured.py)."""
+    block = ml_collections.ConfigDict()
+    block.kind = args.get("kind", ARGS["kind"])
+    block.temperature = args.get("temperature", ARGS["temperature"])
+    block.alpha = args.get("alpha", ARGS["alpha"])
+    # Teacher logits predicted once per training example instead of every step.
+    block.cache_teacher = False
+    return block

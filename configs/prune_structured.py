@@ -5,15 +5,18 @@
 
 Arguments: those of `finetune.py` plus `heads` and `ffn` (fractions removed),
 `importance` (gradient: |dL/dmask| accumulated over the first 10 % of training,
-Michel et al. 2019; weight_norm: at step 0) and `scope` (layer|global).
+Michel et al. 2019; weight_norm: at step 0) and `scope` (layer|global). With
+`teacher=DIR` (a fine-tuned model) the pruned model also learns the teacher's logits while
+it is pruned (logit KD, `alpha` and `temperature` as in distill_kd.py).
 """
 
 import ml_collections
 
 from bertjax.config_args import parse_arg
-from configs import finetune
+from configs import distill_kd, finetune
 
-ARGS = dict(**finetune.BASE_ARGS, heads=0.5, ffn=0.5, importance="gradient", scope="layer")
+ARGS = dict(**finetune.BASE_ARGS, heads=0.5, ffn=0.5, importance="gradient", scope="layer",
+            teacher="", alpha=0.5, temperature=2.0)  # fmt: skip
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -25,4 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.structured.importance = args["importance"]
     config.structured.scope = args["scope"]
     config.structured.prune_fraction = 0.1
+    if args["teacher"]:
+        config.teacher = args["teacher"]
+        config.distill = distill_kd.kd_block(args)
     return config

@@ -105,6 +105,7 @@ NAMES = [
     ("prune_magnitude", "sparsity=0.7", "prune_magnitude"),
     ("prune_movement", "movement=soft,scores=sum", "prune_movement_soft"),
     ("prune_structured", "heads=0.5,ffn=0.5", "prune_structured"),
+    ("prune_structured", "teacher=T", "prune_structured+distill_kd_soft_ce"),  # KD while pruning
     ("quant_qat", "wbits=4,abits=8", "quant_qat_w4a8"),
     ("quant_ptq", "calibration=percentile", "quant_ptq_w8a8_percentile"),
     ("quant_ptq", "int8=True", "quant_ptq_int8_dynamic"),

@@ -204,8 +204,13 @@ def test_the_stack_starts_from_its_cells_exports_which_stay(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="starts from l3-kd: add its family 'distillation'"):
         grid.cells(budget, ("stack",))
     cell_list = grid.cells(budget, ("distillation", "stack"))
-    prune, int8 = (c for c in cell_list if c.family == "stack")
-    assert grid.starts(cell_list) == {"l3-kd", "l3-kd-h5-f5"}
+    prune, int8, prune_kd, int8_kd = (c for c in cell_list if c.family == "stack")
+    assert grid.starts(cell_list) == {"l3-kd", "l3-kd-h5-f5", "l3-kd-h5-f5-kd"}
+    # The KD variant distills its seed's teacher while it prunes.
+    kd_config = cells.config_for(prune_kd, budget, "rte", 1, tmp_path)
+    assert kd_config.distill.kind == "soft_ce"
+    assert kd_config.teacher == str(tmp_path / "rte" / "teacher" / "seed1" / "export")
+    assert "distill" not in cells.config_for(prune, budget, "rte", 1, tmp_path)
     config = cells.config_for(int8, budget, "rte", 2, tmp_path)
     assert config.model.name == str(tmp_path / "rte" / "l3-kd-h5-f5" / "seed2" / "export")
     _finished_teacher(tmp_path)
@@ -276,8 +281,9 @@ def test_a_lost_runs_directory_is_restored_from_the_committed_table_but_needed_e
     chosen = restore.plan(committed, runs, ["rte"], cell_list, 2)
     retrained = {(t, c, s) for t in ["rte"] for c in committed["rte"] for s in (0, 1)} - set(chosen)
     # Seed 1's stack needs l3-kd (start) and the teacher; nothing of seed 0 retrains.
+    stack = {c.name for c in cell_list if c.family == "stack"}
     assert retrained == {("rte", "teacher", 1), ("rte", "l3-kd", 1),
-                         ("rte", "l3-kd-h5-f5", 1), ("rte", "l3-kd-h5-f5-int8", 1)}  # fmt: skip
+                         *(("rte", name, 1) for name in stack)}  # fmt: skip
     assert restore.restore(committed, runs, ["rte"], cell_list, 2) == len(chosen)
     int8 = runs / "rte" / "l3-kd-h5-f5-int8" / "seed0"
     assert json.loads((int8 / "latency.json").read_text()) == {"b1": {"ms": 1.0}}

@@ -152,4 +152,11 @@ def claims(student_layers: int, drop: int) -> list[Claim]:
               "table's batch-32 column, the goal 8x)", "bertjax north star",
               share_of_teacher(f"{n}-kd-h5-f5-int8"), constant(97.0), ">",
               a_label="% of teacher", b_label="97 %"),
+        Claim("logit KD while pruning keeps more than pruning alone", "bertjax (stack)",
+              score(f"{n}-kd-h5-f5-kd"), score(f"{n}-kd-h5-f5"), ">", a_label="pruned with KD",
+              b_label="pruned alone"),
+        Claim("the stack pruned with KD keeps > 97 % of the teacher's score",
+              "bertjax north star (KD while pruning)",
+              share_of_teacher(f"{n}-kd-h5-f5-kd-int8"), constant(97.0), ">",
+              a_label="% of teacher", b_label="97 %"),
     ]  # fmt: skip

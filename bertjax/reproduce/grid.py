@@ -148,6 +148,12 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
                  (*method, ("train.learning_rate", 5e-5)), start=f"l{n}-kd"),
             Cell(f"l{n}-kd-h5-f5-int8", "stack", "quant_ptq", "model={start},int8=true",
                  start=f"l{n}-kd-h5-f5"),
+            # The same, the pruning step also distilling the teacher's logits.
+            Cell(f"l{n}-kd-h5-f5-kd", "stack", "prune_structured",
+                 "model={start},heads=0.5,ffn=0.5,teacher={teacher}",
+                 (*method, ("train.learning_rate", 5e-5)), start=f"l{n}-kd"),
+            Cell(f"l{n}-kd-h5-f5-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
+                 start=f"l{n}-kd-h5-f5-kd"),
         ],
     }  # fmt: skip
     for family in FAMILIES:
