@@ -1,5 +1,9 @@
 """CPU kernels XLA does not have, as FFI custom calls built on first use.
 
+Two kernels, each its own source and library:
+`attention(qkv, bias, heads)` (`attention.cc`): scaled dot-product attention of every head
+read in place from the fused q|k|v projection, the context written as [B, T, N*D]
+(`models/fused_attention.py` uses it at inference; `reference_attention` is NumPy).
 `int8_dense(x, qvalue, scale)`: the W8A8 product of `models/int8.py` (rows of x
 quantized per token, int8 x int8, int32 accumulation, both scales) on AVX-512 VNNI
 (`int8_dense.cc`), at ~2x XLA's bf16 product on this machine
@@ -35,15 +39,22 @@ from bertjax import paths
 
 SOURCE = Path(__file__).with_name("int8_dense.cc")
 TARGET = "bertjax_int8_dense"
+ATTENTION_SOURCE = Path(__file__).with_name("attention.cc")
+ATTENTION_TARGET = "bertjax_attention"
+HEADERS = (Path(__file__).with_name("parallel.h"),)
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl",
          "-mavx512vnni")  # fmt: skip
 
 
-def _cpu_has_vnni() -> bool:
+def _cpu_flags() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return ""
+
+
+def _cpu_has_vnni() -> bool:
+    flags = _cpu_flags()
     return " avx512_vnni" in flags and " avx512bw" in flags
 
 
@@ -54,7 +65,8 @@ def _cache_dir() -> Path:
 
 def build(source: Path = SOURCE) -> Path:
     """The compiled shared library of `source` (compiled now unless cached)."""
-    key = hashlib.sha256(source.read_bytes() + jaxlib.__version__.encode()).hexdigest()[:16]
+    text = source.read_bytes() + b"".join(h.read_bytes() for h in HEADERS)
+    key = hashlib.sha256(text + jaxlib.__version__.encode()).hexdigest()[:16]
     library = _cache_dir() / f"{source.stem}-{key}.so"
     if library.exists():
         return library
@@ -62,7 +74,7 @@ def build(source: Path = SOURCE) -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++ or $CXX) to build the int8 kernel")
     library.parent.mkdir(parents=True, exist_ok=True)
-    print(f"bertjax: building the int8 kernel into {library} (once)", file=sys.stderr)
+    print(f"bertjax: building {source.name} into {library} (once)", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         out = Path(scratch) / library.name
         command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(out)]
@@ -73,18 +85,64 @@ def build(source: Path = SOURCE) -> Path:
     return library
 
 
+def _register(source: Path, target: str, symbol: str) -> bool:
+    try:
+        library = ctypes.cdll.LoadLibrary(str(build(source)))
+    except (OSError, RuntimeError) as error:
+        logging.warning("bertjax: %s kernel unavailable, using XLA: %s", target, error)
+        return False
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+    return True
+
+
+def _enabled() -> bool:
+    return os.environ.get("BERTJAX_KERNELS", "1") != "0"
+
+
 @functools.cache
 def available() -> bool:
     """Whether the VNNI int8 kernel is built and registered (once per process)."""
-    if os.environ.get("BERTJAX_KERNELS", "1") == "0" or not _cpu_has_vnni():
+    if not _enabled() or not _cpu_has_vnni():
         return False
-    try:
-        library = ctypes.cdll.LoadLibrary(str(build()))
-    except (OSError, RuntimeError) as error:
-        logging.warning("bertjax: int8 VNNI kernel unavailable, using XLA's product: %s", error)
+    return _register(SOURCE, TARGET, "BertjaxInt8Dense")
+
+
+@functools.cache
+def attention_available() -> bool:
+    """Whether the attention kernel (AVX-512F) is built and registered (once per process)."""
+    if not _enabled() or " avx512f" not in _cpu_flags():
         return False
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.BertjaxInt8Dense), platform="cpu")
-    return True
+    return _register(ATTENTION_SOURCE, ATTENTION_TARGET, "BertjaxAttention")
+
+
+def supports_attention(head_dim: int) -> bool:
+    """Whether heads of `head_dim` fit the attention kernel (else XLA's attention runs)."""
+    return head_dim % 16 == 0 and head_dim <= 128 and attention_available()
+
+
+def attention(qkv: jax.Array, bias: jax.Array, heads: int) -> jax.Array:
+    """Context [B, T, N*D] of `qkv` [B, T, 3*N*D] (q | k | v, heads side by side) with the
+    additive key bias [B, T]: softmax(q . k / sqrt(D) + bias) . v per head, float32."""
+    if not attention_available():
+        raise RuntimeError("the attention kernel is not available here (see `attention_available`)")
+    b, t, width = qkv.shape
+    call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32))
+    rows = qkv.reshape(b * t, width).astype(jnp.float32)
+    out = call(rows, jnp.asarray(bias, jnp.float32).reshape(b, t), heads=np.int64(heads))
+    return out.reshape(b, t, width // 3)
+
+
+def reference_attention(qkv, bias, heads: int) -> np.ndarray:
+    """NumPy (float64) of what `attention` computes."""
+    qkv = np.asarray(qkv, np.float64)
+    b, t, width = qkv.shape
+    d = width // (3 * heads)
+    q, k, v = (qkv[..., i * width // 3:(i + 1) * width // 3].reshape(b, t, heads, d)
+               for i in range(3))  # fmt: skip
+    scores = np.einsum("bthd,bshd->bhts", q / np.sqrt(d), k) + np.asarray(bias)[:, None, None, :]
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhts,bshd->bthd", probs, v).reshape(b, t, width // 3)
 
 
 def supports(in_features: int, out_features: int) -> bool:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
-from bertjax.models import convert
+from bertjax.models import convert, fused_attention
 from bertjax.models.config import BertConfig
 from bertjax.models.dropout import Dropout
 from bertjax.models.interventions import (
@@ -345,6 +345,15 @@ class SelfAttention(BertModule):
             site(probs, "pv_probs"), site(v, "pv_value"), (((3,), (2,)), ((0, 1), (0, 1)))
         )  # [B, N, T, D]
         context = context.transpose(0, 2, 1, 3).reshape(b, t, n * d)
+        if (
+            fused is not None and deterministic and head_mask is None
+            and matmul_of(interventions).fused_attention
+            and mask_bias.shape == (b, 1, 1, t) and fused_attention.supports(d)
+        ):  # fmt: skip
+            # Our CPU kernel from the fused projection; the scores and probs above stay for
+            # `collect` (when nothing collects them XLA drops them, and that context too).
+            context = fused_attention.attention(fused, mask_bias.reshape(b, t), n)
+            context = context.astype(self.dtype)
         return context, scores, probs
 
     def fused_projections(self, x, interventions: Interventions) -> Array | None:

@@ -60,6 +60,9 @@ class Matmul:
     # True when `operand` ignores its site, so that products sharing an input (q, k, v)
     # may run as one; interventions that record or quantize per site leave it False.
     fusable_projections: bool = False
+    # True when attention (q.k, softmax, probs.v) may run as one float32 op that never
+    # exposes its operands (`models/fused_attention.py`, at inference).
+    fused_attention: bool = False
 
     def operand(self, x: Array, site: str) -> tuple[Array, Any]:
         return x, None
@@ -76,6 +79,7 @@ class Float32(Matmul):
     """The plain float32 forward (what the model does with no matmul intervention)."""
 
     fusable_projections = True
+    fused_attention = True
 
 
 class Bfloat16(Matmul):

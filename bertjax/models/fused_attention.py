@@ -1,0 +1,63 @@
+"""Attention from the fused q|k|v projection, on our CPU kernel where it runs.
+
+`attention(qkv, bias, heads)`: the context [B, T, N*D] of softmax(q . k / sqrt(D) + bias) . v
+for `qkv` [B, T, 3*N*D] and the additive key bias [B, T]. On CPU with AVX-512 (and D % 16
+== 0) it is `bertjax.kernels.attention`, which reads q, k, v in place and never writes
+the [B, N, T, T] scores; elsewhere `xla_attention`, the same in jnp. Both are float32.
+The backward pass is `xla_attention`'s (the kernel has none), so gradients through a
+deterministic forward still work.
+
+The model uses it at inference when nothing needs the scores or probabilities themselves
+(no head mask, a matmul that runs attention in float32 without looking at its operands:
+`Matmul.fused_attention`), in `bert.SelfAttention`. Attention alone (6 heads, batch 32,
+seq 128): 4.0 ms against XLA's 28; the whole int8 forward: 1.08-1.15x
+(benchmarks/results/runtime.md, session 14).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from bertjax import kernels
+
+Array = jax.Array
+
+
+def xla_attention(qkv: Array, bias: Array, heads: int) -> Array:
+    """`attention` in jnp (what XLA runs off the kernel, and the backward pass)."""
+    b, t, width = qkv.shape
+    d = width // (3 * heads)
+    q, k, v = (y.reshape(b, t, heads, d) for y in jnp.split(qkv.astype(jnp.float32), 3, axis=-1))
+    scores = jnp.einsum("bthd,bshd->bhts", q * (1 / jnp.sqrt(d)).astype(q.dtype), k)
+    probs = jax.nn.softmax(scores + bias[:, None, None, :].astype(jnp.float32), axis=-1)
+    return jnp.einsum("bhts,bshd->bthd", probs, v).reshape(b, t, width // 3)
+
+
+def supports(head_dim: int) -> bool:
+    """Whether the CPU kernel takes heads of `head_dim` on this machine."""
+    return kernels.supports_attention(head_dim)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def attention(qkv: Array, bias: Array, heads: int) -> Array:
+    """See the module doc."""
+    if not supports(qkv.shape[-1] // (3 * heads)):
+        return xla_attention(qkv, bias, heads)
+    return jax.lax.platform_dependent(
+        qkv, bias,
+        cpu=functools.partial(kernels.attention, heads=heads),
+        default=functools.partial(xla_attention, heads=heads),
+    )  # fmt: skip
+
+
+def _forward(qkv, bias, heads):
+    return attention(qkv, bias, heads), (qkv, bias)
+
+
+def _backward(heads, residuals, grad):
+    _, vjp = jax.vjp(functools.partial(xla_attention, heads=heads), *residuals)
+    return vjp(grad)
+
+
+attention.defvjp(_forward, _backward)
