@@ -154,6 +154,15 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
                  (*method, ("train.learning_rate", 5e-5)), start=f"l{n}-kd"),
             Cell(f"l{n}-kd-h5-f5-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
                  start=f"l{n}-kd-h5-f5-kd"),
+            # One layer deeper: its shapes (n+1 layers, 6 heads, FFN 768, int8) still time
+            # at >= 8x the PyTorch teacher (benchmarks/results/runtime.md, session 14).
+            Cell(f"l{n + 1}-kd", "stack", "distill_kd",
+                 f"teacher={{teacher}},student=teacher:{n + 1}", distill),
+            Cell(f"l{n + 1}-kd-h5-f5-kd", "stack", "prune_structured",
+                 "model={start},heads=0.5,ffn=0.5,teacher={teacher}",
+                 (*method, ("train.learning_rate", 5e-5)), start=f"l{n + 1}-kd"),
+            Cell(f"l{n + 1}-kd-h5-f5-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
+                 start=f"l{n + 1}-kd-h5-f5-kd"),
         ],
     }  # fmt: skip
     for family in FAMILIES:
