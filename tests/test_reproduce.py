@@ -197,6 +197,25 @@ def test_timing_waits_for_a_quiet_machine_and_the_export_stays_until_then(tmp_pa
     assert cli.catch_up(["rte"], [student], budget, tmp_path, cells.MAX_LOAD) == 0
     assert timed == [directory / "export"] and (directory / "latency.json").exists()
     assert not (directory / "export").exists()  # timed: a student's export goes
+    # Quiet at the start, busy by the end: the timing is discarded and waits again.
+    (directory / "latency.json").unlink()
+    (directory / "export").mkdir()
+    monkeypatch.setattr(cells, "measure", lambda export, runs, task: {"load_average_1min": 5.0})
+    assert cli.catch_up(["rte"], [student], budget, tmp_path, cells.MAX_LOAD) == 1
+    assert not (directory / "latency.json").exists() and (directory / "export").is_dir()
+
+
+def test_timings_taken_on_a_busy_machine_are_marked():
+    timed = lambda ms, torch: {b: {"ms": ms, "torch_teacher_ms": torch,  # noqa: E731
+                                   "speedup_vs_torch_teacher": torch / ms}
+                               for b in ("b1", "b32")}  # fmt: skip
+    record = lambda latency: [{"task": "rte", "metrics": {"accuracy": 0.6}, "params": 1,  # noqa: E731
+                               "bytes": 4, "latency": latency}]  # fmt: skip
+    runs = {grid.TEACHER: record(timed(20.0, 24.0)), "a": record(timed(10.0, 25.0)),
+            "b": record(timed(11.0, 80.0))}  # fmt: skip
+    cell_list = [grid.Cell(name, "x", "finetune", "") for name in (grid.TEACHER, "a", "b")]
+    lines = "\n".join(table.task_table("rte", runs, cell_list))
+    assert "10.0 (2.50x) |" in lines and "11.0 (7.27x) † |" in lines and table.BUSY_NOTE in lines
 
 
 def test_the_stack_starts_from_its_cells_exports_which_stay(tmp_path, monkeypatch):

@@ -137,7 +137,13 @@ def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load:
               f"{max_load:g}); the export stays until it is timed", file=sys.stderr)  # fmt: skip
         return False
     if wants_latency:
-        latency_path.write_text(json.dumps(measure(export, runs, task), indent=2))
+        measured = measure(export, runs, task)
+        if measured.get("load_average_1min", 0.0) > max_load:  # something started while it was timed
+            print(f"reproduce: {task}/{cell.name}: timing discarded (load rose to "
+                  f"{measured['load_average_1min']:.1f}); the export stays until it is timed",
+                  file=sys.stderr)  # fmt: skip
+            return False
+        latency_path.write_text(json.dumps(measured, indent=2))
     if budget.latency and budget.peers and not cell.needs_teacher():
         if peers.ensure(directory, task) is None:  # the table notes the absence too
             print(f"reproduce: {task}: no {peers.FILE}, {peers.missing_runtime()}", file=sys.stderr)

@@ -48,12 +48,30 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({len(values)})"
 
 
-def _latency(results: list[dict], batch: str) -> str:
+# A cell's timing is marked when the PyTorch teacher timed beside it took this much
+# longer than the task's median: the machine was busy while it was timed.
+BUSY = 1.5
+BUSY_NOTE = (f"†: timed while the machine was busy (the PyTorch teacher beside it took > "
+             f"{BUSY:g}x the task's median time); its ratio is not comparable.")  # fmt: skip
+
+
+def _torch_medians(runs: dict) -> dict[str, float]:
+    """Per batch size, the median PyTorch-teacher time over the task's timed cells."""
+    times: dict[str, list[float]] = {}
+    for results in runs.values():
+        for batch, entry in (results[0].get("latency") or {}).items():
+            if isinstance(entry, dict) and "torch_teacher_ms" in entry:
+                times.setdefault(batch, []).append(entry["torch_teacher_ms"])
+    return {batch: float(np.median(v)) for batch, v in times.items()}
+
+
+def _latency(results: list[dict], batch: str, medians: dict | None = None) -> str:
     latency = results[0].get("latency")
     if not latency:
         return "-"
     entry = latency[batch]
-    return f"{entry['ms']:.1f} ({entry['speedup_vs_torch_teacher']:.2f}x)"
+    busy = medians and entry["torch_teacher_ms"] > BUSY * medians.get(batch, math.inf)
+    return f"{entry['ms']:.1f} ({entry['speedup_vs_torch_teacher']:.2f}x){' †' if busy else ''}"
 
 
 def _mean_field(results: list[dict], field: str) -> str:
@@ -129,6 +147,7 @@ def task_table(task: str, runs: dict, cells: list[Cell]) -> list[str]:
         "b1 ms (x PyTorch teacher) | b32 ms (x PyTorch teacher) | label loyalty | prob. loyalty |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    medians = _torch_medians(runs)
     for cell in cells:
         results = runs.get(cell.name)
         if not results:
@@ -139,13 +158,15 @@ def task_table(task: str, runs: dict, cells: list[Cell]) -> list[str]:
         lines.append(
             f"| {cell.name} | {cell.family} | {_mean_std(scores)} | {share} | "
             f"{results[0]['params'] / 1e6:.2f}M | {size / 1e6 if size else math.nan:.2f} | "
-            f"{_latency(results, 'b1')} | {_latency(results, 'b32')} | "
+            f"{_latency(results, 'b1', medians)} | {_latency(results, 'b32', medians)} | "
             f"{_mean_field(results, 'label_loyalty')} | "
             f"{_mean_field(results, 'probability_loyalty')} |"
         )
         if cell.name == TEACHER:
             points = peer_points(task, runs)
             lines += [_peer_row(p, points[0]["score"], results[0]["params"]) for p in points]
+    if any(line.count(" †") for line in lines):
+        lines += ["", BUSY_NOTE]
     if not peer_points(task, runs):
         return lines + ["", PEERS_ABSENT, ""]
     return lines + [
