@@ -332,10 +332,16 @@ class SelfAttention(BertModule):
         # would read a materialized broadcast of the constant (session 14).
         q = q * (1 / jnp.sqrt(d)).astype(q.dtype)
         scores = dot(site(q, "qk_query"), site(k, "qk_key"), _QK)
+        added = lambda q, k, bias: (scores + bias).astype(jnp.float32)  # noqa: E731
         if deterministic and matmul_of(interventions).fusable_projections:
-            probs = jax.nn.softmax(masked_scores(q, k, mask_bias, dot), axis=-1)
+            # The column form on CPU only: measured there (XLA:GPU/TPU fuse the add).
+            biased = jax.lax.platform_dependent(
+                q, k, mask_bias, cpu=lambda q, k, bias: masked_scores(q, k, bias, dot),
+                default=added,
+            )  # fmt: skip
         else:
-            probs = jax.nn.softmax((scores + mask_bias).astype(jnp.float32), axis=-1)
+            biased = added(q, k, mask_bias)
+        probs = jax.nn.softmax(biased, axis=-1)
         probs = probs.astype(self.dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         head_mask = interventions.head_mask
