@@ -120,21 +120,25 @@ def supports_attention(head_dim: int) -> bool:
     return head_dim % 16 == 0 and head_dim <= 128 and attention_available()
 
 
-def attention(qkv: jax.Array, bias: jax.Array, heads: int) -> jax.Array:
-    """Context [B, T, N*D] of `qkv` [B, T, 3*N*D] (q | k | v, heads side by side) with the
-    additive key bias [B, T]: softmax(q . k / sqrt(D) + bias) . v per head, float32."""
+def attention(qkv: jax.Array, bias: jax.Array, heads: int, qkv_bias=None) -> jax.Array:
+    """Context [B, T, N*D] of `qkv` [B, T, 3*N*D] (q | k | v, heads side by side; plus
+    `qkv_bias` [3*N*D], added as they are read) with the additive key bias [B, T]:
+    softmax(q . k / sqrt(D) + bias) . v per head, float32."""
     if not attention_available():
         raise RuntimeError("the attention kernel is not available here (see `attention_available`)")
     b, t, width = qkv.shape
+    if qkv_bias is None:
+        qkv_bias = jnp.zeros((width,), jnp.float32)
     call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32))
     rows = qkv.reshape(b * t, width).astype(jnp.float32)
-    out = call(rows, jnp.asarray(bias, jnp.float32).reshape(b, t), heads=np.int64(heads))
+    out = call(rows, jnp.asarray(bias, jnp.float32).reshape(b, t),
+               jnp.asarray(qkv_bias, jnp.float32).reshape(width), heads=np.int64(heads))  # fmt: skip
     return out.reshape(b, t, width // 3)
 
 
-def reference_attention(qkv, bias, heads: int) -> np.ndarray:
+def reference_attention(qkv, bias, heads: int, qkv_bias=None) -> np.ndarray:
     """NumPy (float64) of what `attention` computes."""
-    qkv = np.asarray(qkv, np.float64)
+    qkv = np.asarray(qkv, np.float64) + (0.0 if qkv_bias is None else np.asarray(qkv_bias))
     b, t, width = qkv.shape
     d = width // (3 * heads)
     q, k, v = (qkv[..., i * width // 3:(i + 1) * width // 3].reshape(b, t, heads, d)

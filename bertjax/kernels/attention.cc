@@ -3,7 +3,7 @@
 // context[b, t, h*D:(h+1)*D] = sum_s p[b, h, t, s] * v[b, s, h], where
 // p[b, h, t, :] = softmax((q[b, t, h] / sqrt(D)) . k[b, s, h] + bias[b, s]) over keys s,
 // q, k, v read in place from the fused projection [B*T, 3*N*D] (q | k | v, heads side by
-// side) and the context written as [B*T, N*D]: no [B, N, T, D] transposes in or out, and
+// side; its bias [3*N*D] added as they are read) and the context written as [B*T, N*D]: no [B, N, T, D] transposes in or out, and
 // no [B, N, T, T] tensor in memory (one query row of scores at a time, in registers and
 // L1). Why: XLA:CPU runs q.k, softmax and p.v as one YNNPACK fusion at ~8 ms per layer for
 // 6 heads at batch 32 (benchmarks/results/runtime.md, session 14), several times its FLOPs.
@@ -57,22 +57,30 @@ inline __mmask16 Tail(int64_t left) {  // the first min(max(left, 0), 16) lanes
 // Scores: 128 keys at a time in 8 independent accumulators (a single chain of D FMAs
 // would wait on the FMA latency); context: 4 keys at a time, 4 x DV accumulators.
 template <int DV>
-void Head(const float* qkv, const float* bias, float* out, int64_t b, int64_t h, int64_t t,
-          int64_t heads, float* kt, float* v, float* s) {
+void Head(const float* qkv, const float* bias, const float* qkv_bias, float* out, int64_t b,
+          int64_t h, int64_t t, int64_t heads, float* kt, float* v, float* s) {
   constexpr int64_t d = 16 * DV;
   const int64_t width = heads * d, ld = 3 * width;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float* rows = qkv + b * t * ld;
-  for (int64_t j = 0; j < t; ++j) {  // K^T [d][t] and V [t][d]
+  const float* bq = qkv_bias + h * d;
+  const float* bk = qkv_bias + width + h * d;
+  const float* bv = qkv_bias + 2 * width + h * d;
+  for (int64_t j = 0; j < t; ++j) {  // K^T [d][t] and V [t][d], their biases added
     const float* kj = rows + j * ld + width + h * d;
-    for (int64_t e = 0; e < d; ++e) kt[e * t + j] = kj[e];
-    std::memcpy(v + j * d, rows + j * ld + 2 * width + h * d, d * sizeof(float));
+    for (int64_t e = 0; e < d; ++e) kt[e * t + j] = kj[e] + bk[e];
+    const float* vj = rows + j * ld + 2 * width + h * d;
+#pragma GCC unroll 8
+    for (int c = 0; c < DV; ++c) {
+      _mm512_storeu_ps(v + j * d + 16 * c, _mm512_add_ps(_mm512_loadu_ps(vj + 16 * c),
+                                                         _mm512_loadu_ps(bv + 16 * c)));
+    }
   }
   const float* key_bias = bias + b * t;
   float qs[d];
   for (int64_t i = 0; i < t; ++i) {
     const float* qi = rows + i * ld + h * d;
-    for (int64_t e = 0; e < d; ++e) qs[e] = qi[e] * scale;
+    for (int64_t e = 0; e < d; ++e) qs[e] = (qi[e] + bq[e]) * scale;
     __m512 top = _mm512_set1_ps(-INFINITY);
     for (int64_t j0 = 0; j0 < t; j0 += 128) {  // scores of keys j0 .. j0 + 127
       __mmask16 m[8];
@@ -131,13 +139,14 @@ void Head(const float* qkv, const float* bias, float* out, int64_t b, int64_t h,
   }
 }
 
-using HeadFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
-                        float*, float*, float*);
+using HeadFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t,
+                        int64_t, int64_t, float*, float*, float*);
 constexpr HeadFn kHeads[9] = {nullptr,  Head<1>, Head<2>, Head<3>, Head<4>,
                               Head<5>, Head<6>, Head<7>, Head<8>};
 
 ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> bias,
-                         ffi::ResultBuffer<ffi::F32> out, int64_t heads) {
+                         ffi::Buffer<ffi::F32> qkv_bias, ffi::ResultBuffer<ffi::F32> out,
+                         int64_t heads) {
   const auto qd = qkv.dimensions(), bd = bias.dimensions();
   if (qd.size() != 2 || bd.size() != 2 || heads <= 0 || qd[1] % (3 * heads) != 0) {
     return ffi::Error::InvalidArgument("attention: qkv [B*T, 3*N*D], bias [B, T], heads N");
@@ -146,7 +155,11 @@ ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::B
   if (qd[0] != batch * t || d % 16 != 0 || d > 128) {
     return ffi::Error::InvalidArgument("attention: needs qkv rows = B*T and D % 16 == 0, D <= 128");
   }
+  if (qkv_bias.element_count() != qd[1]) {
+    return ffi::Error::InvalidArgument("attention: qkv_bias [3*N*D] expected");
+  }
   const float* q = qkv.typed_data();
+  const float* projection_bias = qkv_bias.typed_data();
   const float* key_bias = bias.typed_data();
   float* o = out->typed_data();
   ParallelFor(pool, batch * heads, 1, [&](int64_t item) {
@@ -154,7 +167,7 @@ ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::B
     float* kt = Scratch(kt_buffer, d * t);
     float* v = Scratch(v_buffer, t * d);
     float* s = Scratch(s_buffer, t + 128);
-    kHeads[d / 16](q, key_bias, o, item / heads, item % heads, t, heads, kt, v, s);
+    kHeads[d / 16](q, key_bias, projection_bias, o, item / heads, item % heads, t, heads, kt, v, s);
   });
   return ffi::Error::Success();
 }
@@ -164,6 +177,7 @@ ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::B
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BertjaxAttention, AttentionImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

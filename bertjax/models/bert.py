@@ -323,7 +323,8 @@ class SelfAttention(BertModule):
         def site(value, name):
             return operand(self, value, name, interventions)
 
-        fused = None if self.is_initializing() else self.fused_projections(x, interventions)
+        projected = None if self.is_initializing() else self.fused_projections(x, interventions)
+        fused = None if projected is None else projected[0] + projected[1]
         if fused is None:
             q, k, v = (heads(dense(self, n * d, name)(x, interventions)) for name in QKV)
         else:
@@ -358,12 +359,13 @@ class SelfAttention(BertModule):
         ):  # fmt: skip
             # Our CPU kernel from the fused projection; the scores and probs above stay for
             # `collect` (when nothing collects them XLA drops them, and that context too).
-            context = fused_attention.attention(fused, mask_bias.reshape(b, t), n)
+            product, bias = projected  # the kernel adds q|k|v's bias as it reads them
+            context = fused_attention.attention(product, mask_bias.reshape(b, t), n, bias)
             context = context.astype(self.dtype)
         return context, scores, probs
 
-    def fused_projections(self, x, interventions: Interventions) -> Array | None:
-        """`x @ [Wq Wk Wv] + [bq bk bv]` [B, T, 3 N D] as one product, or None where the
+    def fused_projections(self, x, interventions: Interventions) -> tuple[Array, Array] | None:
+        """`(x @ [Wq Wk Wv], [bq bk bv])` ([B, T, 3 N D], [3 N D]): one product, or None where the
         three cannot share one: an intervention that sees each Dense's input (quantizer
         statistics per site), mixed float/int8 kernels, per-site static input scales, or
         factorized kernels (each is two products of its own rank)."""
@@ -388,7 +390,7 @@ class SelfAttention(BertModule):
             return None
         else:
             kernel = jnp.concatenate(kernels, axis=-1)
-        return dense_product(x, kernel, interventions, self.dtype) + bias
+        return dense_product(x, kernel, interventions, self.dtype), bias
 
 
 class DenseResidualNorm(BertModule):

@@ -1,7 +1,8 @@
 """Attention from the fused q|k|v projection, on our CPU kernel where it runs.
 
-`attention(qkv, bias, heads)`: the context [B, T, N*D] of softmax(q . k / sqrt(D) + bias) . v
-for `qkv` [B, T, 3*N*D] and the additive key bias [B, T]. On CPU with AVX-512 (and D % 16
+`attention(qkv, bias, heads, qkv_bias)`: the context [B, T, N*D] of
+softmax(q . k / sqrt(D) + bias) . v for `qkv + qkv_bias` ([B, T, 3*N*D] + [3*N*D]: the
+projection and its bias, added as the kernel reads them) and the additive key bias [B, T]. On CPU with AVX-512 (and D % 16
 == 0) it is `bertjax.kernels.attention`, which reads q, k, v in place and never writes
 the [B, N, T, T] scores; elsewhere `xla_attention`, the same in jnp. Both are float32.
 The backward pass is `xla_attention`'s (the kernel has none), so gradients through a
@@ -24,11 +25,12 @@ from bertjax import kernels
 Array = jax.Array
 
 
-def xla_attention(qkv: Array, bias: Array, heads: int) -> Array:
+def xla_attention(qkv: Array, bias: Array, heads: int, qkv_bias: Array) -> Array:
     """`attention` in jnp (what XLA runs off the kernel, and the backward pass)."""
     b, t, width = qkv.shape
     d = width // (3 * heads)
-    q, k, v = (y.reshape(b, t, heads, d) for y in jnp.split(qkv.astype(jnp.float32), 3, axis=-1))
+    qkv = (qkv + qkv_bias).astype(jnp.float32)
+    q, k, v = (y.reshape(b, t, heads, d) for y in jnp.split(qkv, 3, axis=-1))
     scores = jnp.einsum("bthd,bshd->bhts", q * (1 / jnp.sqrt(d)).astype(q.dtype), k)
     probs = jax.nn.softmax(scores + bias[:, None, None, :].astype(jnp.float32), axis=-1)
     return jnp.einsum("bhts,bshd->bthd", probs, v).reshape(b, t, width // 3)
@@ -39,25 +41,36 @@ def supports(head_dim: int) -> bool:
     return kernels.supports_attention(head_dim)
 
 
+def attention(qkv: Array, bias: Array, heads: int, qkv_bias: Array | None = None) -> Array:
+    """See the module doc (`qkv_bias` None: zeros)."""
+    if qkv_bias is None:
+        qkv_bias = jnp.zeros(qkv.shape[-1:], jnp.float32)
+    return _attention(qkv, bias, heads, qkv_bias)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def attention(qkv: Array, bias: Array, heads: int) -> Array:
-    """See the module doc."""
+def _attention(qkv: Array, bias: Array, heads: int, qkv_bias: Array) -> Array:
     if not supports(qkv.shape[-1] // (3 * heads)):
-        return xla_attention(qkv, bias, heads)
+        return xla_attention(qkv, bias, heads, qkv_bias)
     return jax.lax.platform_dependent(
-        qkv, bias,
-        cpu=functools.partial(kernels.attention, heads=heads),
-        default=functools.partial(xla_attention, heads=heads),
+        qkv, bias, qkv_bias,
+        cpu=functools.partial(_kernel, heads=heads),
+        default=lambda qkv, bias, qkv_bias: xla_attention(qkv, bias, heads, qkv_bias),
     )  # fmt: skip
 
 
-def _forward(qkv, bias, heads):
-    return attention(qkv, bias, heads), (qkv, bias)
+def _kernel(qkv, bias, qkv_bias, heads):
+    return kernels.attention(qkv, bias, heads, qkv_bias)
+
+
+def _forward(qkv, bias, heads, qkv_bias):
+    return _attention(qkv, bias, heads, qkv_bias), (qkv, bias, qkv_bias)
 
 
 def _backward(heads, residuals, grad):
-    _, vjp = jax.vjp(functools.partial(xla_attention, heads=heads), *residuals)
+    qkv, bias, qkv_bias = residuals
+    _, vjp = jax.vjp(lambda a, b, c: xla_attention(a, b, heads, c), qkv, bias, qkv_bias)
     return vjp(grad)
 
 
-attention.defvjp(_forward, _backward)
+_attention.defvjp(_forward, _backward)

@@ -21,25 +21,31 @@ def test_kernel_is_the_softmax_attention(b, t, n, d):
     qkv = (rng.standard_normal((b, t, 3 * n * d)) * 2).astype(np.float32)
     bias = np.zeros((b, t), np.float32)
     bias[0, t // 2 + 1 :] = MIN  # padded keys get nothing
-    got = np.asarray(jax.jit(kernels.attention, static_argnums=2)(qkv, bias, n))
-    np.testing.assert_allclose(got, kernels.reference_attention(qkv, bias, n), atol=2e-5)
-    xla = np.asarray(fused_attention.xla_attention(jnp.asarray(qkv), jnp.asarray(bias), n))
-    np.testing.assert_allclose(got, xla, atol=2e-5)
+    projection_bias = rng.standard_normal(3 * n * d).astype(np.float32)
+    run = jax.jit(kernels.attention, static_argnums=2)
+    got = np.asarray(run(qkv, bias, n, projection_bias))
+    want = kernels.reference_attention(qkv, bias, n, projection_bias)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    xla = fused_attention.xla_attention(jnp.asarray(qkv), jnp.asarray(bias), n, projection_bias)
+    np.testing.assert_allclose(got, np.asarray(xla), atol=2e-5)
+    # The bias is the one added beforehand.
+    np.testing.assert_allclose(np.asarray(run(qkv + projection_bias, bias, n)), got, atol=2e-5)
     if t > 1:  # a padded key's value changes nothing in the first row
         moved = qkv.copy()
         moved[0, -1, 2 * n * d :] += 100.0
-        again = np.asarray(jax.jit(kernels.attention, static_argnums=2)(moved, bias, n))
-        np.testing.assert_array_equal(again[0], got[0])
+        np.testing.assert_array_equal(np.asarray(run(moved, bias, n, projection_bias))[0], got[0])
 
 
 def test_gradients_flow_through_the_xla_backward():
     rng = np.random.default_rng(0)
     qkv = jnp.asarray(rng.standard_normal((2, 9, 3 * 2 * 16)), jnp.float32)
+    projection_bias = jnp.asarray(rng.standard_normal(3 * 2 * 16), jnp.float32)
     bias = jnp.zeros((2, 9)).at[1, 5:].set(MIN)
-    loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x, bias, 2)))  # noqa: E731
-    got = jax.grad(loss(fused_attention.attention))(qkv)
-    want = jax.grad(loss(fused_attention.xla_attention))(qkv)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    loss = lambda f: lambda x, c: jnp.sum(jnp.sin(f(x, bias, 2, c)))  # noqa: E731
+    got = jax.grad(loss(fused_attention.attention), argnums=(0, 1))(qkv, projection_bias)
+    want = jax.grad(loss(fused_attention.xla_attention), argnums=(0, 1))(qkv, projection_bias)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5)
 
 
 def test_the_model_uses_it_at_inference_only_and_gives_the_same_outputs(monkeypatch):
