@@ -126,7 +126,9 @@ def test_bf16_training_differentiates_every_dense_in_bf16(classifier):
     batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
 
     def loss(p, m):
-        outputs, _, _ = steps.forward(model, m, p, {}, 0, batch, train=True)
+        # With dropout, as in training (a deterministic forward takes inference's paths).
+        rng = jax.random.key(0)
+        outputs, _, _ = steps.forward(model, m, p, {}, 0, batch, train=True, rng=rng)
         return outputs["logits"].sum()
 
     grads = jax.jit(jax.grad(loss), static_argnums=1)(params, method)
