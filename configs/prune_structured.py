@@ -16,7 +16,8 @@ from bertjax.config_args import parse_arg
 from configs import distill_kd, finetune
 
 ARGS = dict(**finetune.BASE_ARGS, heads=0.5, ffn=0.5, importance="gradient", scope="layer",
-            teacher="", alpha=0.5, temperature=2.0)  # fmt: skip
+            teacher="", alpha=distill_kd.ARGS["alpha"],
+            temperature=distill_kd.ARGS["temperature"])  # fmt: skip
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -129,10 +129,14 @@ def attention(qkv: jax.Array, bias: jax.Array, heads: int, qkv_bias=None) -> jax
     b, t, width = qkv.shape
     if qkv_bias is None:
         qkv_bias = jnp.zeros((width,), jnp.float32)
-    call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32))
+    shape = jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32)
     rows = qkv.reshape(b * t, width).astype(jnp.float32)
-    out = call(rows, jnp.asarray(bias, jnp.float32).reshape(b, t),
-               jnp.asarray(qkv_bias, jnp.float32).reshape(width), heads=np.int64(heads))  # fmt: skip
+    out = jax.ffi.ffi_call(ATTENTION_TARGET, shape)(
+        rows,
+        jnp.asarray(bias, jnp.float32).reshape(b, t),
+        jnp.asarray(qkv_bias, jnp.float32).reshape(width),
+        heads=np.int64(heads),
+    )
     return out.reshape(b, t, width // 3)
 
 

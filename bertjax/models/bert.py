@@ -146,8 +146,8 @@ _QK = (((3,), (3,)), ((0, 1), (0, 1)))  # q [B, N, T, D] . k [B, N, S, D] -> [B,
 
 
 def masked_scores(q: Array, k: Array, mask_bias: Array, dot) -> Array:
-    """`q . k + mask_bias` in float32, the key mask entering the product as one more
-    column (`[q, 1] . [k, bias]`) when it is per key ([B, 1, 1, S]).
+    """`q . k + mask_bias` in float32 for a per-key mask ([B, 1, 1, S]), the mask entering
+    the product as one more column (`[q, 1] . [k, bias]`).
 
     Why: XLA:CPU runs q.k, softmax and probs.v as one YNNPACK fusion that takes the mask
     as a materialized [B, N, T, S] operand (13 MB for 6 heads at batch 32); as a column it
@@ -155,8 +155,6 @@ def masked_scores(q: Array, k: Array, mask_bias: Array, dot) -> Array:
     (benchmarks/results/runtime.md, session 14). Not for a quantizing matmul (it would
     see the extra column) nor where raw scores are needed (they stay `q . k`)."""
     b, n, s = k.shape[0], k.shape[1], k.shape[2]
-    if mask_bias.shape != (b, 1, 1, s):
-        return (dot(q, k, _QK) + mask_bias).astype(jnp.float32)
     ones = jnp.ones((*q.shape[:-1], 1), q.dtype)
     bias = jnp.broadcast_to(mask_bias.reshape(b, 1, s, 1), (b, n, s, 1)).astype(k.dtype)
     return dot(jnp.concatenate([q, ones], -1), jnp.concatenate([k, bias], -1), _QK).astype(
@@ -333,15 +331,15 @@ class SelfAttention(BertModule):
         # would read a materialized broadcast of the constant (session 14).
         q = q * (1 / jnp.sqrt(d)).astype(q.dtype)
         scores = dot(site(q, "qk_query"), site(k, "qk_key"), _QK)
-        added = lambda q, k, bias: (scores + bias).astype(jnp.float32)  # noqa: E731
-        if deterministic and matmul_of(interventions).fusable_projections:
+        per_key = mask_bias.shape == (b, 1, 1, t)
+        added = lambda bias: (scores + bias).astype(jnp.float32)  # noqa: E731
+        if deterministic and per_key and matmul_of(interventions).fusable_projections:
             # The column form on CPU only: measured there (XLA:GPU/TPU fuse the add).
             biased = jax.lax.platform_dependent(
-                q, k, mask_bias, cpu=lambda q, k, bias: masked_scores(q, k, bias, dot),
-                default=added,
-            )  # fmt: skip
+                mask_bias, cpu=lambda bias: masked_scores(q, k, bias, dot), default=added
+            )
         else:
-            biased = added(q, k, mask_bias)
+            biased = added(mask_bias)
         probs = jax.nn.softmax(biased, axis=-1)
         probs = probs.astype(self.dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
@@ -355,7 +353,7 @@ class SelfAttention(BertModule):
         if (
             fused is not None and deterministic and head_mask is None
             and matmul_of(interventions).fused_attention
-            and mask_bias.shape == (b, 1, 1, t) and fused_attention.supports(d)
+            and per_key and fused_attention.supports(d)
         ):  # fmt: skip
             # Our CPU kernel from the fused projection; the scores and probs above stay for
             # `collect` (when nothing collects them XLA drops them, and that context too).

@@ -2,16 +2,17 @@
 
 `attention(qkv, bias, heads, qkv_bias)`: the context [B, T, N*D] of
 softmax(q . k / sqrt(D) + bias) . v for `qkv + qkv_bias` ([B, T, 3*N*D] + [3*N*D]: the
-projection and its bias, added as the kernel reads them) and the additive key bias [B, T]. On CPU with AVX-512 (and D % 16
-== 0) it is `bertjax.kernels.attention`, which reads q, k, v in place and never writes
-the [B, N, T, T] scores; elsewhere `xla_attention`, the same in jnp. Both are float32.
+projection and its bias, added as the kernel reads them) and the additive key bias
+[B, T]. On CPU with AVX-512 (and D % 16 == 0) it is `bertjax.kernels.attention`,
+which reads q, k, v in place and never writes the [B, N, T, T] scores; elsewhere
+`xla_attention`, the same in jnp. Both are float32.
 The backward pass is `xla_attention`'s (the kernel has none), so gradients through a
 deterministic forward still work.
 
 The model uses it at inference when nothing needs the scores or probabilities themselves
 (no head mask, a matmul that runs attention in float32 without looking at its operands:
 `Matmul.fused_attention`), in `bert.SelfAttention`. Attention alone (6 heads, batch 32,
-seq 128): 4.0 ms against XLA's 28; the whole int8 forward: 1.08-1.15x
+seq 128): 4.0 ms against XLA's 28; the whole int8 forward: 1.12-1.19x
 (benchmarks/results/runtime.md, session 14).
 """
 

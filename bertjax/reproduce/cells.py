@@ -138,7 +138,7 @@ def measure_pending(cell: Cell, budget: Budget, task: str, runs: Path, max_load:
         return False
     if wants_latency:
         measured = measure(export, runs, task)
-        if measured.get("load_average_1min", 0.0) > max_load:  # something started while it was timed
+        if measured.get("load_average_1min", 0.0) > max_load:  # busy by the end of the timing
             print(f"reproduce: {task}/{cell.name}: timing discarded (load rose to "
                   f"{measured['load_average_1min']:.1f}); the export stays until it is timed",
                   file=sys.stderr)  # fmt: skip

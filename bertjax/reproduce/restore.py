@@ -21,12 +21,17 @@ def _by_seed(records: list[dict]) -> dict[int, dict]:
     return {record.get("seed", position): record for position, record in enumerate(records)}
 
 
+def _directory(runs: Path, by_name: dict, key: tuple) -> Path:
+    task, name, seed = key
+    return workdir(runs, task, by_name[name], seed)
+
+
 def plan(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> dict:
     """`{(task, cell, seed): record}` of the committed runs to restore: those whose workdir has
     no results.json and whose export no unfinished run needs (or whose export is still there)."""
     by_name = {cell.name: cell for cell in cells}
     keys = [(t, c.name, s) for t in tasks for c in cells for s in range(seeds)]
-    on_disk = {k for k in keys if (workdir(runs, k[0], by_name[k[1]], k[2]) / "results.json").exists()}
+    on_disk = {k for k in keys if (_directory(runs, by_name, k) / "results.json").exists()}
     records = {}
     for task in tasks:
         for name, per_seed in committed.get(task, {}).items():
@@ -35,7 +40,7 @@ def plan(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> d
                     records[(task, name, seed)] = record
 
     def has_export(key) -> bool:
-        return (workdir(runs, key[0], by_name[key[1]], key[2]) / "export").is_dir()
+        return (_directory(runs, by_name, key) / "export").is_dir()
 
     def needs(key) -> set:
         cell = by_name[key[1]]
@@ -56,9 +61,9 @@ def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -
     """Writes the runs `plan` picks back into `runs`; returns how many."""
     by_name = {cell.name: cell for cell in cells}
     chosen = plan(committed, runs, tasks, cells, seeds)
-    for (task, name, seed), record in chosen.items():
+    for key, record in chosen.items():
         record = dict(record)
-        directory = workdir(runs, task, by_name[name], seed)
+        directory = _directory(runs, by_name, key)
         directory.mkdir(parents=True, exist_ok=True)
         latency, peer = record.pop("latency", None), record.pop("peers", None)
         if latency is not None:

@@ -7,7 +7,8 @@
   `ratio`   the largest rank whose factors hold at most that share of the kernel's values;
 `multiple` rounds the energy rank up and the ratio rank down to a multiple of it (16: the
 int8 factors then fit the VNNI kernel, whose column blocks are 16 wide); an explicit
-`rank` is kept as given. The model runs the factors physically, as two products (`bertjax/models/bert.py`).
+`rank` is kept as given. The model runs the factors physically, as two products
+(`bertjax/models/bert.py`).
 Training then fine-tunes the factors. Nothing is masked, so `present` is the identity;
 checkpoints store the factors (`bertjax/models/checkpoints.py`, `bertjax_lowrank`).
 """
