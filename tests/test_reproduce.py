@@ -320,3 +320,17 @@ def test_a_lost_runs_directory_is_restored_from_the_committed_table_but_needed_e
     (runs / "rte" / "l3-kd" / "seed1" / "export").mkdir(parents=True)
     assert ("rte", "l3-kd", 1) in restore.plan(committed, runs, ["rte"], cell_list, 2)
     assert restore.plan(committed, runs, ["rte"], cell_list, 2).keys().isdisjoint(chosen)
+
+
+def test_cells_selects_what_the_named_cells_need_and_tables_keep_the_other_tasks():
+    from bertjax.reproduce import restore
+
+    cell_list = grid.cells(grid.BUDGETS["small"])
+    chosen = [c.name for c in grid.select(cell_list, ["l4-kd-h5-f5-kd-int8", "l3-kd"])]
+    assert chosen == ["teacher", "l3-kd", "l4-kd", "l4-kd-h5-f5-kd", "l4-kd-h5-f5-kd-int8"]
+    with pytest.raises(ValueError, match="unknown cells"):
+        grid.select(cell_list, ["l9-kd"])
+    committed = {"rte": {"teacher": [{"metrics": {}, "seed": 0}]}}
+    collected = {"mrpc": {"teacher": [{"metrics": {"f1": 0.9}, "seed": 0}]}}
+    merged = restore.merge(collected, committed)
+    assert list(merged) == ["rte", "mrpc"] and merged["mrpc"]["teacher"][0]["metrics"]

@@ -24,12 +24,15 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
     claim_lines, records = table.claims_table(
         collected, claims_lib.claims(budget.student_layers, budget.drop)
     )
-    done = [t for t in args.tasks if all(c.name in collected[t] for c in cell_list)]
+    tasks = [t for t in grid.TASKS if collected.get(t)]  # committed tasks of other runs too
+    done = [t for t in tasks if all(c.name in collected[t] for c in cell_list)]
     command = f"python -m bertjax.reproduce --budget {budget.name} --seeds {args.seeds}"
     if args.tasks != list(grid.TASKS):
         command += " --tasks " + " ".join(args.tasks)
     if args.families != list(grid.FAMILIES):
         command += " --families " + " ".join(args.families)
+    if args.cells:
+        command += " --cells " + " ".join(args.cells)
     lines = [
         f"# Reproduction: budget `{budget.name}`, {args.seeds} seed(s)",
         "",
@@ -53,7 +56,7 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
     ]  # fmt: skip
     if failures:
         lines += ["Failed cells (see their logs): " + ", ".join(failures), ""]
-    for task in args.tasks:
+    for task in tasks:
         if collected[task]:
             lines += table.task_table(task, collected[task], cell_list)
     lines += ["## Claims", "", *claim_lines, "", claims_lib.__doc__.strip(), ""]
@@ -86,6 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(grid.TASKS), choices=grid.TASKS)
     parser.add_argument("--families", nargs="+", default=list(grid.FAMILIES),
                         choices=grid.FAMILIES)  # fmt: skip
+    parser.add_argument("--cells", nargs="+", default=[],
+                        help="run only these cells (and the teacher and cells they start "
+                        "from); the tables keep every cell")  # fmt: skip
     parser.add_argument("--runs", type=Path, help="default runs/reproduce/BUDGET")
     parser.add_argument("--out", type=Path, help="default reproduction/BUDGET")
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurement")
@@ -104,6 +110,10 @@ def main(argv=None) -> int:
     runs = args.runs or Path("runs/reproduce") / budget.name
     out = args.out or Path("reproduction") / budget.name
     cell_list = grid.cells(budget, args.families)
+    try:
+        to_run = grid.select(cell_list, args.cells) if args.cells else cell_list
+    except ValueError as error:
+        parser.error(str(error))
     failures = []
     if args.latency_only:
         waiting = catch_up(args.tasks, cell_list, budget, runs, args.max_load)
@@ -113,16 +123,17 @@ def main(argv=None) -> int:
         say(f"{waiting} cell(s) still wait for a quiet machine" if waiting else "all timed")
         return 1 if waiting else 0
     committed = restore.load(out / "results.json")
-    restored = restore.restore(committed, runs, args.tasks, cell_list, args.seeds)
+    restored = restore.restore(committed, runs, args.tasks, to_run, args.seeds)
     if restored:
         say(f"{restored} finished run(s) restored from {out / 'results.json'}")
-    total = len(args.tasks) * len(cell_list) * args.seeds
+    total = len(args.tasks) * len(to_run) * args.seeds
     kept = grid.starts(cell_list)  # cells others start from: their exports stay
     done = 0
-    for task in args.tasks:
-        # Seed-major: a lost runs directory costs the teachers of one seed, not of all.
-        for seed in range(args.seeds):
-            for cell in cell_list:
+    # Seed-major: every task's seed 0 first (one seed of each task is worth more than three
+    # of one), and a lost runs directory costs the teachers of one seed, not of all.
+    for seed in range(args.seeds):
+        for task in args.tasks:
+            for cell in to_run:
                 done += 1
                 name = f"{task}/{cell.name}/seed{seed}"
                 say(f"[{done}/{total}] {name}")
@@ -145,7 +156,7 @@ def main(argv=None) -> int:
                     table.collect(runs, args.tasks, cell_list, args.seeds), committed
                 )
                 path = write_outputs(out, args, budget, collected, cell_list, failures)
-        say(f"{task} done: {path}")
+            say(f"{task} seed {seed} done: {path}")
     return 1 if failures else 0
 
 

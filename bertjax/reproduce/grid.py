@@ -74,6 +74,22 @@ def starts(cells: list[Cell]) -> set[str]:
     return {cell.start for cell in cells if cell.start}
 
 
+def select(cells: list[Cell], names) -> list[Cell]:
+    """The cells named, with what they need (the teacher, the cells they start from,
+    transitively), in run order."""
+    by_name = {cell.name: cell for cell in cells}
+    unknown = set(names) - set(by_name)
+    if unknown:
+        raise ValueError(f"unknown cells {sorted(unknown)}; known: {', '.join(by_name)}")
+    wanted, todo = set(), list(names)
+    while todo:
+        cell = by_name[todo.pop()]
+        if cell.name not in wanted:
+            wanted.add(cell.name)
+            todo += [TEACHER] * cell.needs_teacher() + [cell.start] * bool(cell.start)
+    return [cell for cell in cells if cell.name in wanted]
+
+
 def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
     """The teacher, then every cell of `families`, in run order."""
     unknown = set(families) - set(FAMILIES)

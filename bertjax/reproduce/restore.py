@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bertjax.reproduce import peers
 from bertjax.reproduce.cells import workdir
-from bertjax.reproduce.grid import TEACHER, Cell
+from bertjax.reproduce.grid import TASKS, TEACHER, Cell
 
 
 def _by_seed(records: list[dict]) -> dict[int, dict]:
@@ -76,9 +76,12 @@ def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -
 
 def merge(collected: dict, committed: dict) -> dict:
     """`collected` (what is on disk) with the committed runs not yet back on disk (those
-    waiting to be retrained), so that a table written meanwhile loses none of them."""
+    waiting to be retrained, and those of tasks or cells this run leaves out), so that a
+    table written meanwhile loses none of them."""
     out = {}
-    for task, found in collected.items():
+    tasks = [t for t in TASKS if t in collected or t in committed]
+    for task in tasks:
+        found = collected.get(task, {})
         out[task] = {}
         for name in dict.fromkeys([*committed.get(task, {}), *found]):
             per_seed = {**_by_seed(committed.get(task, {}).get(name, [])),
