@@ -13,7 +13,10 @@ best and median per call are reported, and speed-ups from the best times.
 accumulation, weights re-quantized each call, so its MB is the fp32 size). A DIR
 holding a stored int8 artifact (e.g. a `quant_ptq.py:int8=True` run's export) loads
 and runs as stored, at its int8 size. `--bf16` adds each DIR with bfloat16 matmuls
-(`Interventions(matmul=BFLOAT16)`; a stored int8 DIR then runs W8A16).
+(`Interventions(matmul=BFLOAT16)`; a stored int8 DIR then runs W8A16). `--without
+attention norm` adds each DIR with that fusion off, to measure it: XLA's attention
+instead of our kernel (`Matmul.fused_attention`), the int8 `output` blocks' bias,
+residual and LayerNorm as XLA ops after the product (`Matmul.stored_int8_norm`).
 
   python benchmarks/latency.py runs/mrpc/export runs/mrpc-mov90/export \
       --torch runs/mrpc/export --batch 1 32 --seq 128 --repeats 20 --json runs/latency.json
@@ -34,7 +37,7 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bertjax import bench  # noqa: E402
 from bertjax.bench.peers import torch_forward  # noqa: E402
-from bertjax.models.interventions import BFLOAT16, Interventions  # noqa: E402
+from bertjax.models.interventions import BFLOAT16, Float32, Interventions  # noqa: E402
 from methods.quant import INT8_PRODUCTS  # noqa: E402
 
 
@@ -75,6 +78,7 @@ def measure(
     repeats: int,
     int8: bool = False,
     bf16: bool = False,
+    without: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """One result row per model and batch size (torch baseline first), speed-ups filled in."""
     loaded = {str(d): bench.load_model(d) for d in dirs}
@@ -83,6 +87,8 @@ def measure(
     variants = {"": None, " int8": int8_matmuls} if int8 else {"": None}
     if bf16:
         variants[" bf16"] = Interventions(matmul=BFLOAT16)
+    for fusion in without:
+        variants[f" without-{fusion}"] = Interventions(matmul=WITHOUT[fusion])
     rows = []
     for batch_size in batch_sizes:
         candidates, sizes, heads = {}, {}, {}
@@ -135,6 +141,18 @@ def print_table(rows: list[dict[str, Any]], has_torch: bool) -> None:
         print(line + f" {row['speedup_vs_first']:.2f}x |")
 
 
+class _NoAttentionKernel(Float32):
+    fused_attention = False
+
+
+class _NoNormFusion(Float32):
+    def stored_int8_norm(self, *args):
+        return None
+
+
+WITHOUT = {"attention": _NoAttentionKernel(), "norm": _NoNormFusion()}
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Parses flags, measures, prints the table and writes `--json`; returns the rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the rows here")
     parser.add_argument("--int8", action="store_true", help="also time each DIR in real int8")
     parser.add_argument("--bf16", action="store_true", help="also time each DIR in bf16 matmuls")
+    parser.add_argument("--without", nargs="+", default=[], choices=sorted(WITHOUT),
+                        help="also time each DIR with this fusion off")  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 1 or min(args.batch) < 1 or args.seq < 1:
         parser.error("--repeats, --warmup, --batch and --seq must be >= 1")
@@ -185,6 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             repeats=args.repeats,
             int8=args.int8,
             bf16=args.bf16,
+            without=args.without,
         )
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
@@ -202,6 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "threads": threads,
         "int8": args.int8,
         "bf16": args.bf16,
+        "without": args.without,
         "load_average_at_start": load,
         "device": str(jax.devices()[0].device_kind),
         "cpu": cpu_name(),

@@ -223,10 +223,16 @@ def test_the_stack_starts_from_its_cells_exports_which_stay(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="starts from l3-kd: add its family 'distillation'"):
         grid.cells(budget, ("stack",))
     cell_list = grid.cells(budget, ("distillation", "stack"))
-    prune, int8, prune_kd, int8_kd, *deeper = (c for c in cell_list if c.family == "stack")
+    student_int8, prune, int8, prune_kd, int8_kd, *deeper, teacher_pruned, teacher_int8 = (
+        c for c in cell_list if c.family == "stack"
+    )
     assert [c.name for c in deeper] == ["l4-kd", "l4-kd-h5-f5-kd", "l4-kd-h5-f5-kd-int8"]
     assert grid.starts(cell_list) == {"l3-kd", "l3-kd-h5-f5", "l3-kd-h5-f5-kd", "l4-kd",
-                                      "l4-kd-h5-f5-kd"}  # fmt: skip
+                                      "l4-kd-h5-f5-kd", "h5-f5-kd"}  # fmt: skip
+    starts = (student_int8.start, teacher_pruned.start, teacher_int8.start)
+    assert starts == ("l3-kd", "", "h5-f5-kd")
+    pruned_teacher = cells.config_for(teacher_pruned, budget, "rte", 0, tmp_path)
+    assert pruned_teacher.model.name == pruned_teacher.teacher  # the teacher, pruned with KD
     # The KD variant distills its seed's teacher while it prunes.
     kd_config = cells.config_for(prune_kd, budget, "rte", 1, tmp_path)
     assert kd_config.distill.kind == "soft_ce"

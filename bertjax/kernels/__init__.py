@@ -6,7 +6,8 @@ read in place from the fused q|k|v projection, the context written as [B, T, N*D
 (`models/fused_attention.py` uses it at inference; `reference_attention` is NumPy).
 `int8_dense(x, qvalue, scale)`: the W8A8 product of `models/int8.py` (rows of x
 quantized per token, int8 x int8, int32 accumulation, both scales) on AVX-512 VNNI
-(`int8_dense.cc`), at ~2x XLA's bf16 product on this machine
+(`int8_dense.cc`; `int8_dense_norm` adds bias and residual and LayerNorms each tile of
+rows while it is in cache: BERT's `output` blocks), at ~2x XLA's bf16 product on this machine
 (benchmarks/results/runtime.md). It computes the written formula exactly
 (`reference_int8_dense`); XLA's own product rewrites absmax / 127 as a product with
 the reciprocal, so about one activation in 10^6 lands on the neighbouring integer
@@ -39,6 +40,7 @@ from bertjax import paths
 
 SOURCE = Path(__file__).with_name("int8_dense.cc")
 TARGET = "bertjax_int8_dense"
+NORM_TARGET = "bertjax_int8_dense_norm"
 ATTENTION_SOURCE = Path(__file__).with_name("attention.cc")
 ATTENTION_TARGET = "bertjax_attention"
 HEADERS = (Path(__file__).with_name("parallel.h"),)
@@ -85,13 +87,16 @@ def build(source: Path = SOURCE) -> Path:
     return library
 
 
-def _register(source: Path, target: str, symbol: str) -> bool:
+def _register(source: Path, *targets: tuple[str, str]) -> bool:
+    """Builds `source` and registers its `(target, symbol)` handlers."""
     try:
         library = ctypes.cdll.LoadLibrary(str(build(source)))
     except (OSError, RuntimeError) as error:
-        logging.warning("bertjax: %s kernel unavailable, using XLA: %s", target, error)
+        logging.warning("bertjax: %s kernel unavailable, using XLA: %s", source.name, error)
         return False
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+    for target, symbol in targets:
+        capsule = jax.ffi.pycapsule(getattr(library, symbol))
+        jax.ffi.register_ffi_target(target, capsule, platform="cpu")
     return True
 
 
@@ -104,7 +109,7 @@ def available() -> bool:
     """Whether the VNNI int8 kernel is built and registered (once per process)."""
     if not _enabled() or not _cpu_has_vnni():
         return False
-    return _register(SOURCE, TARGET, "BertjaxInt8Dense")
+    return _register(SOURCE, (TARGET, "BertjaxInt8Dense"), (NORM_TARGET, "BertjaxInt8DenseNorm"))
 
 
 @functools.cache
@@ -112,7 +117,7 @@ def attention_available() -> bool:
     """Whether the attention kernel (AVX-512F) is built and registered (once per process)."""
     if not _enabled() or " avx512f" not in _cpu_flags():
         return False
-    return _register(ATTENTION_SOURCE, ATTENTION_TARGET, "BertjaxAttention")
+    return _register(ATTENTION_SOURCE, (ATTENTION_TARGET, "BertjaxAttention"))
 
 
 def supports_attention(head_dim: int) -> bool:
@@ -180,3 +185,26 @@ def reference_int8_dense(x, qvalue, scale) -> np.ndarray:
     x_q = np.clip(np.round(x / x_scale), -127, 127).astype(np.int64)
     acc = x_q @ np.asarray(qvalue).astype(np.int64)
     return acc.astype(np.float32) * (x_scale * np.asarray(scale, np.float32)[None])
+
+
+def int8_dense_norm(x, qvalue, scale, bias, residual, gamma, beta, eps: float) -> jax.Array:
+    """LayerNorm(`int8_dense(x, qvalue, scale)` + bias + residual) with LayerNorm params
+    `gamma`, `beta` [N] and `eps`: float32 [..., N] (`reference_int8_dense_norm`)."""
+    if not available():
+        raise RuntimeError("the int8 VNNI kernel is not available here (see `available`)")
+    k, n = qvalue.shape
+    rows = x.reshape(-1, k).astype(jnp.float32)
+    vector = lambda v: jnp.asarray(v, jnp.float32).reshape(n)  # noqa: E731
+    call = jax.ffi.ffi_call(NORM_TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))
+    out = call(rows, qvalue.astype(jnp.int8), vector(scale), vector(bias),
+               jnp.asarray(residual, jnp.float32).reshape(rows.shape[0], n), vector(gamma),
+               vector(beta), eps=np.float32(eps))  # fmt: skip
+    return out.reshape(*x.shape[:-1], n)
+
+
+def reference_int8_dense_norm(x, qvalue, scale, bias, residual, gamma, beta, eps) -> np.ndarray:
+    """NumPy (float64 after the product) of what `int8_dense_norm` computes."""
+    y = reference_int8_dense(x, qvalue, scale).astype(np.float64) + bias + residual
+    mean = y.mean(-1, keepdims=True)
+    variance = ((y - mean) ** 2).mean(-1, keepdims=True)
+    return (y - mean) / np.sqrt(variance + eps) * gamma + beta

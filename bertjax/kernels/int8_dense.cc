@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -152,8 +153,11 @@ using TileFn = void (*)(int, const uint8_t*, int64_t, const int8_t*, int64_t, co
 constexpr TileFn kTiles[kRows + 1] = {nullptr,     TileRow<1>, TileRow<2>, TileRow<3>,
                                       TileRow<4>, TileRow<5>, TileRow<6>};
 
-ffi::Error Int8DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> w,
-                         ffi::Buffer<ffi::F32> w_scale, ffi::ResultBuffer<ffi::F32> out) {
+// The product into `o` [M, N]; then `epilogue(row, rows)` on each finished tile of rows
+// (all N columns written, still in cache).
+template <typename Epilogue>
+ffi::Error Product(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S8>& w,
+                   ffi::Buffer<ffi::F32>& w_scale, float* o, const Epilogue& epilogue) {
   const auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[0]) {
     return ffi::Error::InvalidArgument("int8_dense: x [M, K] and w [K, N] expected");
@@ -173,7 +177,6 @@ ffi::Error Int8DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
   const int8_t* wv = w.typed_data();
   const float* xs = x.typed_data();
   const float* ws = w_scale.typed_data();
-  float* o = out->typed_data();
   const int64_t groups = k / 4, panels = n / 16;
   // Phase 1: weight panels and quantized rows (independent items, one pool pass).
   ParallelFor(pool, panels + m, 8, [&](int64_t i) {
@@ -183,7 +186,7 @@ ffi::Error Int8DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
       QuantizeRow(xs + (i - panels) * k, k, q + (i - panels) * k, x_scale + i - panels);
     }
   });
-  // Phase 2: 6-row tiles, each across all columns.
+  // Phase 2: 6-row tiles, each across all columns, then its epilogue.
   const int64_t tiles = (m + kRows - 1) / kRows;
   ParallelFor(pool, tiles, 2, [&](int64_t t) {
     const int64_t row = t * kRows;
@@ -193,8 +196,65 @@ ffi::Error Int8DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
       kTiles[rows](vectors, q + row * k, k, packed + (col / 16) * groups * 64, groups,
                    colsum + col, x_scale + row, ws + col, o + row * n + col, n);
     }
+    epilogue(row, rows);
   });
   return ffi::Error::Success();
+}
+
+ffi::Error Int8DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> w,
+                         ffi::Buffer<ffi::F32> w_scale, ffi::ResultBuffer<ffi::F32> out) {
+  return Product(pool, x, w, w_scale, out->typed_data(), [](int64_t, int) {});
+}
+
+// y = LayerNorm(row + bias + residual) in place, over n % 16 == 0 floats: mean, then the
+// variance of the centred values (two passes, as the model's LayerNorm), then
+// (y - mean) * (rsqrt(var + eps) * gamma) + beta.
+void ResidualNormRow(float* y, const float* bias, const float* residual, const float* gamma,
+                     const float* beta, int64_t n, float eps) {
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 v = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(y + j), _mm512_loadu_ps(bias + j)),
+                                   _mm512_loadu_ps(residual + j));
+    _mm512_storeu_ps(y + j, v);
+    total = _mm512_add_ps(total, v);
+  }
+  const float mean = _mm512_reduce_add_ps(total) / static_cast<float>(n);
+  const __m512 vmean = _mm512_set1_ps(mean);
+  __m512 squares = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 c = _mm512_sub_ps(_mm512_loadu_ps(y + j), vmean);
+    squares = _mm512_fmadd_ps(c, c, squares);
+  }
+  const float variance = _mm512_reduce_add_ps(squares) / static_cast<float>(n);
+  const __m512 inverse = _mm512_set1_ps(1.0f / std::sqrt(variance + eps));
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 mul = _mm512_mul_ps(inverse, _mm512_loadu_ps(gamma + j));
+    const __m512 c = _mm512_sub_ps(_mm512_loadu_ps(y + j), vmean);
+    _mm512_storeu_ps(y + j, _mm512_fmadd_ps(c, mul, _mm512_loadu_ps(beta + j)));
+  }
+}
+
+// LayerNorm(x @ w + bias + residual): BERT's `output` blocks at inference, the residual
+// sum and LayerNorm done on each tile of rows while it is in cache (XLA ran them as one
+// more pass over [M, N] in and out).
+ffi::Error Int8DenseNormImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> w,
+                             ffi::Buffer<ffi::F32> w_scale, ffi::Buffer<ffi::F32> bias,
+                             ffi::Buffer<ffi::F32> residual, ffi::Buffer<ffi::F32> gamma,
+                             ffi::Buffer<ffi::F32> beta, ffi::ResultBuffer<ffi::F32> out,
+                             float eps) {
+  const auto wd = w.dimensions();
+  if (wd.size() != 2) return ffi::Error::InvalidArgument("int8_dense_norm: w [K, N] expected");
+  const int64_t n = wd[1];
+  if (bias.element_count() != n || gamma.element_count() != n || beta.element_count() != n ||
+      residual.element_count() != x.dimensions()[0] * n) {
+    return ffi::Error::InvalidArgument("int8_dense_norm: bias, gamma, beta [N], residual [M, N]");
+  }
+  float* o = out->typed_data();
+  const float *b = bias.typed_data(), *r = residual.typed_data();
+  const float *g = gamma.typed_data(), *e = beta.typed_data();
+  return Product(pool, x, w, w_scale, o, [&](int64_t row, int rows) {
+    for (int i = 0; i < rows; ++i) ResidualNormRow(o + (row + i) * n, b, r + (row + i) * n, g, e, n, eps);
+  });
 }
 
 }  // namespace
@@ -206,3 +266,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BertjaxInt8Dense, Int8DenseImpl,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BertjaxInt8DenseNorm, Int8DenseNormImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps"));

@@ -397,6 +397,21 @@ class DenseResidualNorm(BertModule):
     @nn.compact
     def __call__(self, x, residual, deterministic: bool, interventions: Interventions):
         cfg = self.config
+        params = self.variables.get("params", {})
+        kernel = params.get("dense", {}).get("kernel")
+        if (
+            deterministic
+            and convert.is_quantized(kernel)
+            and interventions.hidden_mask is None
+            and self.dtype == jnp.float32
+            and "LayerNorm" in params
+        ):  # one op where the matmul intervention fuses it (`Matmul.stored_int8_norm`)
+            out = matmul_of(interventions).stored_int8_norm(
+                x, kernel, params["dense"]["bias"], residual, params["LayerNorm"],
+                cfg.layer_norm_eps,
+            )  # fmt: skip
+            if out is not None:
+                return out
         x = dense(self, cfg.hidden_size, "dense")(x, interventions)
         x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
         return layer_norm(self, x + residual, interventions)

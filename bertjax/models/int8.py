@@ -11,6 +11,8 @@ product runs at ~1.5x XLA's int8 one; W8A8 therefore runs on our own VNNI kernel
 (`bertjax/kernels`) where it can, at ~2x the bf16 product.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -57,6 +59,32 @@ def _xla_int8_dense(x: Array, qvalue: Array, scale: Array, input_scale=None) -> 
     x_q, x_scale = quantize_rows(x, input_scale)
     acc = jax.lax.dot_general(x_q, qvalue, _CONTRACT_LAST(x.ndim), preferred_element_type=jnp.int32)
     return acc.astype(jnp.float32) * (x_scale * _weight_scale(scale, x.ndim))
+
+
+def int8_dense_norm(x, kernel: dict, bias, residual, norm: dict, eps: float) -> Array | None:
+    """LayerNorm(`int8_dense(x, kernel)` + bias + residual) (LayerNorm params `norm`:
+    `scale`, `bias`) as one op on a CPU where the VNNI kernel fits: the sum and the
+    LayerNorm run on each tile of rows while it is in cache (`kernels.int8_dense_norm`);
+    XLA's composition elsewhere. None where the kernel never fits (a calibrated
+    `input_scale`, unsupported shapes): the caller runs the parts."""
+    qvalue = kernel[convert.QVALUE]
+    if kernel.get(convert.INPUT_SCALE) is not None or qvalue.ndim != 2:
+        return None
+    if not kernels.supports(*qvalue.shape):
+        return None
+    operands = (x, qvalue, kernel[convert.SCALE], bias, residual, norm["scale"], norm["bias"])
+    return jax.lax.platform_dependent(
+        *operands,
+        cpu=functools.partial(kernels.int8_dense_norm, eps=eps),
+        default=functools.partial(_xla_int8_dense_norm, eps=eps),
+    )
+
+
+def _xla_int8_dense_norm(x, qvalue, scale, bias, residual, gamma, beta, eps):
+    y = _xla_int8_dense(x, qvalue, scale) + bias + residual
+    mean = jnp.mean(y, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(y - mean), axis=-1, keepdims=True)
+    return (y - mean) * (jax.lax.rsqrt(variance + eps) * gamma) + beta
 
 
 def weight_only_dense(x: Array, kernel: dict) -> Array:

@@ -74,12 +74,21 @@ class Matmul:
         """`x @ kernel` for a Dense whose kernel is stored in int8: W8A8 (`int8_dense`)."""
         return int8.int8_dense(x, kernel)
 
+    def stored_int8_norm(self, x, kernel: dict, bias, residual, norm: dict, eps: float):
+        """LayerNorm(`stored_int8(x, kernel)` + bias + residual) as one op at inference
+        (BERT's `output` blocks), or None: the model then runs the parts. None here:
+        an intervention that sees or changes operands must see this product's too."""
+        return None
+
 
 class Float32(Matmul):
     """The plain float32 forward (what the model does with no matmul intervention)."""
 
     fusable_projections = True
     fused_attention = True
+
+    def stored_int8_norm(self, x, kernel: dict, bias, residual, norm: dict, eps: float):
+        return int8.int8_dense_norm(x, kernel, bias, residual, norm, eps)
 
 
 class Bfloat16(Matmul):

@@ -163,4 +163,12 @@ def claims(student_layers: int, drop: int) -> list[Claim]:
               "teacher's score", "bertjax north star (one layer deeper)",
               share_of_teacher(f"l{student_layers + 1}-kd-h5-f5-kd-int8"), constant(97.0), ">",
               a_label="% of teacher", b_label="97 %"),
+        Claim("the KD student in int8 keeps > 97 % of the teacher's score",
+              "bertjax north star (no pruning)",
+              share_of_teacher(f"{n}-kd-int8"), constant(97.0), ">",
+              a_label="% of teacher", b_label="97 %"),
+        Claim("the teacher pruned with KD (every layer kept) in int8 keeps > 97 % of its "
+              "score", "bertjax north star (no layer removed)",
+              share_of_teacher("h5-f5-kd-int8"), constant(97.0), ">",
+              a_label="% of teacher", b_label="97 %"),
     ]  # fmt: skip

@@ -160,6 +160,10 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
         # The north-star candidate (benchmarks/results/runtime.md): the KD student, its
         # heads and FFN neurons halved (1 epoch, lr 5e-5), then stored in int8 (W8A8).
         "stack": [
+            # The KD student alone in int8 (3 x 12 heads x FFN 1536: 8.4x the PyTorch
+            # teacher at batch 32, benchmarks/results/runtime.md, session 15).
+            Cell(f"l{n}-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
+                 start=f"l{n}-kd"),
             Cell(f"l{n}-kd-h5-f5", "stack", "prune_structured", "model={start},heads=0.5,ffn=0.5",
                  (*method, ("train.learning_rate", 5e-5)), start=f"l{n}-kd"),
             Cell(f"l{n}-kd-h5-f5-int8", "stack", "quant_ptq", "model={start},int8=true",
@@ -179,6 +183,13 @@ def cells(budget: Budget, families=FAMILIES) -> list[Cell]:
                  (*method, ("train.learning_rate", 5e-5)), start=f"l{n + 1}-kd"),
             Cell(f"l{n + 1}-kd-h5-f5-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
                  start=f"l{n + 1}-kd-h5-f5-kd"),
+            # No layer removed: the teacher's heads and FFN halved with KD, int8 (6 x 6 x
+            # 768: 9.2x at batch 32, session 15).
+            Cell("h5-f5-kd", "stack", "prune_structured",
+                 "model={teacher},heads=0.5,ffn=0.5,teacher={teacher}",
+                 (*method, ("train.learning_rate", 5e-5))),
+            Cell("h5-f5-kd-int8", "stack", "quant_ptq", "model={start},int8=true",
+                 start="h5-f5-kd"),
         ],
     }  # fmt: skip
     for family in FAMILIES:

@@ -336,3 +336,22 @@ def test_ptq_int8_run_evaluates_and_exports_the_int8_artifact(
     )
     with pytest.raises(ValueError, match="calibration batches"):
         Int8Matmul(activations="static")
+
+
+def test_output_blocks_fuse_residual_and_layer_norm_into_the_int8_product(classifier):
+    from bertjax import kernels
+    from bertjax.models import interventions as interventions_lib
+
+    class Unfused(interventions_lib.Float32):
+        def stored_int8_norm(self, *args):
+            return None
+
+    model, params = classifier
+    q = storage.quantize_params(params, storage.DENSE)
+    inputs = _inputs(CONFIG)
+    fused = _logits(model, q, inputs, interventions_lib.DEFAULT_MATMUL)
+    np.testing.assert_allclose(fused, _logits(model, q, inputs, Unfused()), atol=2e-5)
+    if kernels.available():  # both output blocks of both layers, on CPU
+        args = (inputs[k] for k in steps.MODEL_INPUTS)
+        text = jax.jit(lambda p: model.apply({"params": p}, *args)).lower(q).as_text()
+        assert text.count(f"custom_call @{kernels.NORM_TARGET}(") == 2 * 2

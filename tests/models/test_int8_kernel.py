@@ -40,3 +40,26 @@ def test_int8_dense_uses_the_kernel_only_where_it_fits():
     assert jax.jit(int8.int8_dense)(x, fits).shape == (2, 5, 48)
     with pytest.raises(Exception, match="K % 4 == 0 and N % 16 == 0"):
         kernels.int8_dense(jnp.ones((3, 6)), jnp.ones((6, 16), jnp.int8), jnp.ones(16))
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(13, 36, 80), (1, 64, 384)])
+def test_kernel_residual_layer_norm_matches_the_reference_and_xla(m, k, n):
+    rng = np.random.default_rng(m * n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    qvalue = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    scale, bias, gamma, beta = (rng.uniform(0.5, 1.5, n).astype(np.float32) * 0.01 for _ in "sbgb")
+    residual = (rng.standard_normal((m, n)) * 3 + 1).astype(np.float32)
+    args = (x, qvalue, scale, bias, residual, gamma, beta)
+    got = np.asarray(jax.jit(kernels.int8_dense_norm, static_argnames="eps")(*args, eps=1e-12))
+    np.testing.assert_allclose(got, kernels.reference_int8_dense_norm(*args, 1e-12), atol=2e-6)
+    kernel = {convert.QVALUE: qvalue, convert.SCALE: scale}
+    norm = {"scale": gamma, "bias": beta}
+    fused = jax.jit(lambda *a: int8.int8_dense_norm(a[0], kernel, *a[1:], norm, 1e-12))
+    assert f"@{kernels.NORM_TARGET}" in fused.lower(x, bias, residual).as_text()
+    # Off CPU (platform_dependent's default): XLA's composition, the same up to where
+    # XLA's own product rounds an activation to the neighbouring integer.
+    xla = np.asarray(int8._xla_int8_dense_norm(*args, eps=1e-12))
+    np.testing.assert_allclose(got, xla, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(fused(x, bias, residual)), got, atol=1e-6)
+    static = {**kernel, convert.INPUT_SCALE: 0.1}
+    assert int8.int8_dense_norm(x, static, bias, residual, norm, 1e-12) is None
