@@ -340,3 +340,25 @@ def test_cells_selects_what_the_named_cells_need_and_tables_keep_the_other_tasks
     collected = {"mrpc": {"teacher": [{"metrics": {"f1": 0.9}, "seed": 0}]}}
     merged = restore.merge(collected, committed)
     assert list(merged) == ["rte", "mrpc"] and merged["mrpc"]["teacher"][0]["metrics"]
+
+
+def test_a_cell_added_after_a_restore_reopens_the_finished_runs_it_starts_from(tmp_path):
+    from bertjax.reproduce import restore
+
+    budget = grid.dataclasses.replace(grid.BUDGETS["small"], peers=False)
+    cell_list = grid.select(grid.cells(budget), ["l3-kd-int8"])
+    runs = tmp_path / "runs"
+    committed = {"rte": {name: [{"metrics": {"accuracy": 0.6}, "seed": 0}]
+                         for name in ("teacher", "l3-kd")}}  # fmt: skip
+    assert restore.restore(committed, runs, ["rte"], cell_list[:2], 1) == 2  # before the cell
+    (runs / "rte" / "teacher" / "seed0" / "export").mkdir()  # the teacher's export is here
+    reopened = restore.reopen(runs, ["rte"], cell_list, 1)
+    assert reopened == [runs / "rte" / "l3-kd" / "seed0"]
+    assert (reopened[0] / "results.reopened.json").exists()
+    assert not (reopened[0] / "results.json").exists()
+    assert restore.reopen(runs, ["rte"], cell_list, 1) == []
+    # A finished cell is read back without its teacher's export (a restored seed).
+    int8 = cells.workdir(runs, "rte", cell_list[-1], 1)
+    int8.mkdir(parents=True)
+    (int8 / "results.json").write_text(json.dumps({"metrics": {"accuracy": 0.5}}))
+    assert cells.run(cell_list[-1], budget, "rte", 1, runs)["metrics"] == {"accuracy": 0.5}

@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     restored = restore.restore(committed, runs, args.tasks, to_run, args.seeds)
     if restored:
         say(f"{restored} finished run(s) restored from {out / 'results.json'}")
+    for directory in restore.reopen(runs, args.tasks, to_run, args.seeds):
+        say(f"{directory}: finished without its export, which a run to come needs: retrains")
     total = len(args.tasks) * len(to_run) * args.seeds
     kept = grid.starts(cell_list)  # cells others start from: their exports stay
     done = 0

@@ -90,9 +90,10 @@ def run(cell: Cell, budget: Budget, task: str, seed: int, runs: Path,
     (`latency.json`, seed 0 only: every seed has the same architecture) when the machine
     is quiet enough to time it. `keep_export`: another cell starts from this one."""
     directory = workdir(runs, task, cell, seed)
-    if cell.needs_teacher() and not teacher_export(runs, task, seed).is_dir():
-        raise FileNotFoundError(f"{task} seed {seed}: no teacher export (run the teacher first)")
     results_path = directory / "results.json"
+    if (cell.needs_teacher() and not results_path.exists()
+            and not teacher_export(runs, task, seed).is_dir()):  # fmt: skip
+        raise FileNotFoundError(f"{task} seed {seed}: no teacher export (run the teacher first)")
     start = start_export(runs, task, cell, seed)
     if start and not start.is_dir() and not results_path.exists():
         raise FileNotFoundError(

@@ -42,14 +42,9 @@ def plan(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> d
     def has_export(key) -> bool:
         return (_directory(runs, by_name, key) / "export").is_dir()
 
-    def needs(key) -> set:
-        cell = by_name[key[1]]
-        deps = {(key[0], TEACHER, key[2])} if cell.needs_teacher() else set()
-        return deps | ({(key[0], cell.start, key[2])} if cell.start else set())
-
     unfinished = set(keys) - on_disk - set(records)
     while True:  # a needed run without its export is retrained: what it needs is needed too
-        needed = {dep for key in unfinished for dep in needs(key)}
+        needed = {dep for key in unfinished for dep in _needs(by_name, key)}
         retrain = {key for key in needed & set(records) if not has_export(key)} - unfinished
         if not retrain:
             break
@@ -72,6 +67,35 @@ def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -
             (directory / peers.FILE).write_text(json.dumps(peer, indent=2))
         (directory / "results.json").write_text(json.dumps(record, indent=2))
     return len(chosen)
+
+
+def reopen(runs: Path, tasks, cells: list[Cell], seeds: int) -> list[Path]:
+    """Finished runs without an export that an unfinished run needs (restored before a
+    cell starting from them was added to the grid): their results.json is moved aside
+    (`results.reopened.json`) so that they retrain, transitively. Returns their workdirs.
+    Nothing is lost: the committed table keeps their records meanwhile (`merge`)."""
+    by_name = {cell.name: cell for cell in cells}
+    keys = [(t, c.name, s) for t in tasks for c in cells for s in range(seeds)]
+    directory = lambda key: _directory(runs, by_name, key)  # noqa: E731
+    reopened = []
+    while True:
+        unfinished = [k for k in keys if not (directory(k) / "results.json").exists()]
+        needed = {dep for key in unfinished for dep in _needs(by_name, key)}
+        stale = [k for k in sorted(needed) if (directory(k) / "results.json").exists()
+                 and not (directory(k) / "export").is_dir()]  # fmt: skip
+        if not stale:
+            return reopened
+        for key in stale:
+            results = directory(key) / "results.json"
+            results.replace(results.with_name("results.reopened.json"))
+            reopened.append(directory(key))
+
+
+def _needs(by_name: dict, key: tuple) -> set:
+    """The runs whose exports run `key` starts from: its teacher and its `start` cell."""
+    cell = by_name[key[1]]
+    deps = {(key[0], TEACHER, key[2])} if cell.needs_teacher() else set()
+    return deps | ({(key[0], cell.start, key[2])} if cell.start else set())
 
 
 def merge(collected: dict, committed: dict) -> dict:
