@@ -47,12 +47,20 @@ def int8_dense(x: Array, kernel: dict) -> Array:
     `bertjax.kernels.int8_dense` (the same formula; ~2x XLA's bf16 product), elsewhere
     as XLA's int8 product."""
     qvalue, input_scale = kernel[convert.QVALUE], kernel.get(convert.INPUT_SCALE)
-    if input_scale is None and qvalue.ndim == 2 and kernels.supports(*qvalue.shape):
+    if _fits_kernel(kernel):
         scale = kernel[convert.SCALE]
         return jax.lax.platform_dependent(
             x, qvalue, scale, cpu=kernels.int8_dense, default=_xla_int8_dense
         )
     return _xla_int8_dense(x, qvalue, kernel[convert.SCALE], input_scale)
+
+
+def _fits_kernel(kernel: dict) -> bool:
+    """Whether the VNNI kernel runs this stored kernel: dynamic activation scales, a 2-D
+    kernel of shapes it takes, a CPU that has it."""
+    qvalue = kernel[convert.QVALUE]
+    return (kernel.get(convert.INPUT_SCALE) is None and qvalue.ndim == 2
+            and kernels.supports(*qvalue.shape))  # fmt: skip
 
 
 def _xla_int8_dense(x: Array, qvalue: Array, scale: Array, input_scale=None) -> Array:
@@ -67,12 +75,10 @@ def int8_dense_norm(x, kernel: dict, bias, residual, norm: dict, eps: float) -> 
     LayerNorm run on each tile of rows while it is in cache (`kernels.int8_dense_norm`);
     XLA's composition elsewhere. None where the kernel never fits (a calibrated
     `input_scale`, unsupported shapes): the caller runs the parts."""
-    qvalue = kernel[convert.QVALUE]
-    if kernel.get(convert.INPUT_SCALE) is not None or qvalue.ndim != 2:
+    if not _fits_kernel(kernel):
         return None
-    if not kernels.supports(*qvalue.shape):
-        return None
-    operands = (x, qvalue, kernel[convert.SCALE], bias, residual, norm["scale"], norm["bias"])
+    qvalue, scale = kernel[convert.QVALUE], kernel[convert.SCALE]
+    operands = (x, qvalue, scale, bias, residual, norm["scale"], norm["bias"])
     return jax.lax.platform_dependent(
         *operands,
         cpu=functools.partial(kernels.int8_dense_norm, eps=eps),

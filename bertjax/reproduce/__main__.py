@@ -57,8 +57,7 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
     if failures:
         lines += ["Failed cells (see their logs): " + ", ".join(failures), ""]
     for task in tasks:
-        if collected[task]:
-            lines += table.task_table(task, collected[task], cell_list)
+        lines += table.task_table(task, collected[task], cell_list)
     lines += ["## Claims", "", *claim_lines, "", claims_lib.__doc__.strip(), ""]
     (out / "table.md").write_text("\n".join(lines))
     (out / "results.json").write_text(

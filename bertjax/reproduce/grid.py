@@ -68,6 +68,11 @@ class Cell:
     def needs_teacher(self) -> bool:
         return self.name != TEACHER
 
+    def needs(self) -> tuple[str, ...]:
+        """The cells (same task and seed) whose exports this one reads: its teacher, the
+        cell it starts from."""
+        return (TEACHER,) * self.needs_teacher() + (self.start,) * bool(self.start)
+
 
 def starts(cells: list[Cell]) -> set[str]:
     """The cells others start from: their exports stay (like the teachers')."""
@@ -86,7 +91,7 @@ def select(cells: list[Cell], names) -> list[Cell]:
         cell = by_name[todo.pop()]
         if cell.name not in wanted:
             wanted.add(cell.name)
-            todo += [TEACHER] * cell.needs_teacher() + [cell.start] * bool(cell.start)
+            todo += cell.needs()
     return [cell for cell in cells if cell.name in wanted]
 
 

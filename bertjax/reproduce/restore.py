@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bertjax.reproduce import peers
 from bertjax.reproduce.cells import workdir
-from bertjax.reproduce.grid import TASKS, TEACHER, Cell
+from bertjax.reproduce.grid import TASKS, Cell
 
 
 def _by_seed(records: list[dict]) -> dict[int, dict]:
@@ -39,17 +39,8 @@ def plan(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> d
                 if name in by_name and seed < seeds and (task, name, seed) not in on_disk:
                     records[(task, name, seed)] = record
 
-    def has_export(key) -> bool:
-        return (_directory(runs, by_name, key) / "export").is_dir()
-
-    unfinished = set(keys) - on_disk - set(records)
-    while True:  # a needed run without its export is retrained: what it needs is needed too
-        needed = {dep for key in unfinished for dep in _needs(by_name, key)}
-        retrain = {key for key in needed & set(records) if not has_export(key)} - unfinished
-        if not retrain:
-            break
-        unfinished |= retrain
-    return {key: record for key, record in records.items() if key not in unfinished}
+    retrain = _retrain(runs, by_name, keys, on_disk | set(records))
+    return {key: record for key, record in records.items() if key not in retrain}
 
 
 def restore(committed: dict, runs: Path, tasks, cells: list[Cell], seeds: int) -> int:
@@ -76,26 +67,28 @@ def reopen(runs: Path, tasks, cells: list[Cell], seeds: int) -> list[Path]:
     Nothing is lost: the committed table keeps their records meanwhile (`merge`)."""
     by_name = {cell.name: cell for cell in cells}
     keys = [(t, c.name, s) for t in tasks for c in cells for s in range(seeds)]
-    directory = lambda key: _directory(runs, by_name, key)  # noqa: E731
+    on_disk = {k for k in keys if (_directory(runs, by_name, k) / "results.json").exists()}
     reopened = []
+    for key in sorted(_retrain(runs, by_name, keys, on_disk)):
+        results = _directory(runs, by_name, key) / "results.json"
+        results.replace(results.with_name("results.reopened.json"))
+        reopened.append(results.parent)
+    return reopened
+
+
+def _retrain(runs: Path, by_name: dict, keys, finished: set) -> set:
+    """The `finished` runs to train again: those without an export that an unfinished run
+    needs, and transitively what those need (`Cell.needs`)."""
+    unfinished, retrain = set(keys) - finished, set()
     while True:
-        unfinished = [k for k in keys if not (directory(k) / "results.json").exists()]
-        needed = {dep for key in unfinished for dep in _needs(by_name, key)}
-        stale = [k for k in sorted(needed) if (directory(k) / "results.json").exists()
-                 and not (directory(k) / "export").is_dir()]  # fmt: skip
+        needed = {(task, dep, seed) for task, name, seed in unfinished
+                  for dep in by_name[name].needs()}  # fmt: skip
+        stale = {key for key in needed & (finished - retrain)
+                 if not (_directory(runs, by_name, key) / "export").is_dir()}  # fmt: skip
         if not stale:
-            return reopened
-        for key in stale:
-            results = directory(key) / "results.json"
-            results.replace(results.with_name("results.reopened.json"))
-            reopened.append(directory(key))
-
-
-def _needs(by_name: dict, key: tuple) -> set:
-    """The runs whose exports run `key` starts from: its teacher and its `start` cell."""
-    cell = by_name[key[1]]
-    deps = {(key[0], TEACHER, key[2])} if cell.needs_teacher() else set()
-    return deps | ({(key[0], cell.start, key[2])} if cell.start else set())
+            return retrain
+        retrain |= stale
+        unfinished |= stale
 
 
 def merge(collected: dict, committed: dict) -> dict:
