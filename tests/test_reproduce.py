@@ -223,12 +223,15 @@ def test_the_stack_starts_from_its_cells_exports_which_stay(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="starts from l3-kd: add its family 'distillation'"):
         grid.cells(budget, ("stack",))
     cell_list = grid.cells(budget, ("distillation", "stack"))
-    student_int8, prune, int8, prune_kd, int8_kd, *deeper, teacher_pruned, teacher_int8 = (
-        c for c in cell_list if c.family == "stack"
-    )
+    stack = [c for c in cell_list if c.family == "stack"]
+    student_int8, prune, int8, prune_kd, int8_kd, *deeper, teacher_pruned, teacher_int8 = stack[:-2]
+    long_pruned, long_int8 = stack[-2:]
+    assert (long_pruned.name, long_int8.start) == ("h5-f5-kd-long", "h5-f5-kd-long")
+    long_config = cells.config_for(long_pruned, budget, "rte", 0, tmp_path)
+    assert long_config.train.num_epochs == budget.teacher_epochs != budget.method_epochs
     assert [c.name for c in deeper] == ["l4-kd", "l4-kd-h5-f5-kd", "l4-kd-h5-f5-kd-int8"]
     assert grid.starts(cell_list) == {"l3-kd", "l3-kd-h5-f5", "l3-kd-h5-f5-kd", "l4-kd",
-                                      "l4-kd-h5-f5-kd", "h5-f5-kd"}  # fmt: skip
+                                      "l4-kd-h5-f5-kd", "h5-f5-kd", "h5-f5-kd-long"}  # fmt: skip
     starts = (student_int8.start, teacher_pruned.start, teacher_int8.start)
     assert starts == ("l3-kd", "", "h5-f5-kd")
     pruned_teacher = cells.config_for(teacher_pruned, budget, "rte", 0, tmp_path)
@@ -264,6 +267,42 @@ def test_the_north_star_claim_weighs_the_stack_against_97_percent_of_the_teacher
         decided = claims.decide(claim, {"teacher": teacher, "l3-kd-h5-f5-int8": stack})
         assert decided["verdict"] == verdict
         assert decided["a"] == pytest.approx([100 * s for s in shares])
+
+
+def test_the_north_star_table_pairs_each_seed_with_its_teacher_over_all_five_tasks():
+    metric = {"rte": "accuracy", "mrpc": "f1", "stsb": "pearson",
+              "cola": "matthews_correlation", "sst2": "accuracy"}  # fmt: skip
+    timed = lambda x: {b: {"ms": 1.0, "speedup_vs_torch_teacher": x} for b in ("b1", "b32")}  # noqa: E731
+
+    def result(task, seed, value, speedup=None):
+        r = {"task": task, "seed": seed, "metrics": {metric[task]: value}}
+        return {**r, "latency": timed(speedup)} if speedup else r
+
+    def collected(cola_seed1, speedups):
+        out = {}
+        for i, task in enumerate(grid.TASKS):
+            teachers = [result(task, 0, 0.5), result(task, 1, 0.4)]
+            ours = [result(task, 0, 0.5 * 0.99, speedups[i]),
+                    result(task, 1, 0.4 * (cola_seed1 if task == "cola" else 1.0))]  # fmt: skip
+            out[task] = {grid.TEACHER: teachers, "x": ours}
+        return out
+
+    cell_list = [grid.Cell(n, "stack", "finetune", "") for n in (grid.TEACHER, "x")]
+    (row,) = table.north_star(collected(1.0, [8.5, 9.0, 8.1, 8.2, 10.0]), cell_list)
+    # Seed 1's students score exactly as their own teachers: 100 %, not 100 x 0.4 / 0.45.
+    assert row["seeds"] == [0, 1] and row["mean_share"] == pytest.approx([99.0, 100.0])
+    assert row["speedup"]["b32"] == (8.1, 10.0) and row["met"]
+    (row,) = table.north_star(collected(0.7, [8.5, 9.0, 8.1, 8.2, 10.0]), cell_list)
+    assert row["worst"] == {"share": pytest.approx(70.0), "task": "cola", "seed": 1}
+    assert row["mean_share"][1] == pytest.approx(94.0) and not row["met"]
+    (row,) = table.north_star(collected(1.0, [8.5, 9.0, 7.9, 8.2, 10.0]), cell_list)
+    assert not row["met"]  # one task below 8x at batch 32
+    assert "| x | 2 | 99.0, 100.0 |" in "\n".join(table.north_star_table([row]))
+    partial = collected(1.0, [8.5] * 5)
+    partial["cola"]["x"] = partial["cola"]["x"][:1]  # seed 1 unfinished on CoLA
+    assert table.north_star(partial, cell_list)[0]["seeds"] == [0]
+    del partial["sst2"]
+    assert table.north_star(partial, cell_list) == [] and table.north_star_table([]) == []
 
 
 @pytest.mark.slow  # ONNX export and int8 quantization of a tiny model, two dev passes

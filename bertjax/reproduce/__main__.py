@@ -58,11 +58,14 @@ def write_outputs(out: Path, args, budget, collected, cell_list, failures) -> Pa
         lines += ["Failed cells (see their logs): " + ", ".join(failures), ""]
     for task in tasks:
         lines += table.task_table(task, collected[task], cell_list)
+    star = table.north_star(collected, cell_list)
+    lines += table.north_star_table(star)
     lines += ["## Claims", "", *claim_lines, "", claims_lib.__doc__.strip(), ""]
     (out / "table.md").write_text("\n".join(lines))
     (out / "results.json").write_text(
-        json.dumps({"budget": budget.name, "runs": collected, "claims": records}, indent=1) + "\n"
-    )
+        json.dumps({"budget": budget.name, "runs": collected, "claims": records,
+                    "north_star": star}, indent=1) + "\n"
+    )  # fmt: skip
     table.plot(collected, cell_list, out / "plots.png")
     return out / "table.md"
 

@@ -12,7 +12,7 @@ from bertjax.report import shipped_bytes
 from bertjax.reproduce import claims as claims_lib
 from bertjax.reproduce import peers as peers_lib
 from bertjax.reproduce.cells import workdir
-from bertjax.reproduce.grid import TEACHER, Cell
+from bertjax.reproduce.grid import TASKS, TEACHER, Cell
 from bertjax.train.metrics import main_score
 
 
@@ -198,6 +198,79 @@ def claims_table(collected: dict, claim_list) -> tuple[list[str], list[dict]]:
             )
             records.append({"claim": claim.name, "task": task, **decided})
     return lines, records
+
+
+# The project's north star: >= 97 % of the teacher's score on average over the five
+# tasks, at >= 8x the PyTorch fp32 teacher's speed at batch 32 (seq 128).
+NORTH_STAR_SHARE, NORTH_STAR_SPEEDUP = 97.0, 8.0
+
+
+def north_star(collected: dict, cells: list[Cell]) -> list[dict]:
+    """Per cell finished on every task for at least one seed: the seeds finished on all
+    of `grid.TASKS`, per such seed the mean over the tasks of its score as a % of its own
+    teacher's (same task and seed: the one it was made from), the worst task of any seed,
+    the seed-0 speed-ups vs the PyTorch teacher per batch (min and max over the tasks,
+    None where a task is untimed), and whether the goal is met on every seed."""
+    if any(task not in collected for task in TASKS):
+        return []
+    out = []
+    for cell in cells:
+        if cell.name == TEACHER:
+            continue
+        shares: dict[int, dict[str, float]] = {}
+        for task in TASKS:
+            runs = collected[task]
+            teacher = {r["seed"]: main_score(task, r["metrics"]) for r in runs.get(TEACHER, [])}
+            for r in runs.get(cell.name, []):
+                if r["seed"] in teacher:
+                    share = 100 * main_score(task, r["metrics"]) / teacher[r["seed"]]
+                    shares.setdefault(r["seed"], {})[task] = share
+        complete = sorted(seed for seed, by_task in shares.items() if len(by_task) == len(TASKS))
+        if not complete:
+            continue
+        speedups = {}
+        for batch in ("b1", "b32"):
+            timed = [(collected[t][cell.name][0].get("latency") or {}).get(batch) for t in TASKS]
+            values = [e["speedup_vs_torch_teacher"] for e in timed if isinstance(e, dict)]
+            speedups[batch] = (min(values), max(values)) if len(values) == len(TASKS) else None
+        means = [float(np.mean(list(shares[seed].values()))) for seed in complete]
+        worst = min((v, task, seed) for seed in complete for task, v in shares[seed].items())
+        met = (all(m >= NORTH_STAR_SHARE for m in means) and speedups["b32"] is not None
+               and speedups["b32"][0] >= NORTH_STAR_SPEEDUP)  # fmt: skip
+        out.append({"cell": cell.name, "seeds": complete, "mean_share": means,
+                    "worst": {"share": worst[0], "task": worst[1], "seed": worst[2]},
+                    "speedup": speedups, "met": met})  # fmt: skip
+    return sorted(out, key=lambda row: -float(np.mean(row["mean_share"])))
+
+
+def north_star_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of `north_star`'s rows, or [] before every task has run."""
+    if not rows:
+        return []
+    span = lambda pair: "-" if pair is None else f"{pair[0]:.2f}-{pair[1]:.2f}x"  # noqa: E731
+    lines = [
+        "## North star",
+        "",
+        f"Goal: >= {NORTH_STAR_SHARE:g} % of the teacher's score on average over the five "
+        f"tasks on every seed, at >= {NORTH_STAR_SPEEDUP:g}x the PyTorch fp32 teacher at "
+        "batch 32 on every task (seed 0's timing). Cells finished on all five tasks for at "
+        "least one seed; each seed's score as a % of the teacher it was made from (same task "
+        "and seed; the per-task tables and the claims divide by the teachers' mean).",
+        "",
+        "| method | seeds on all tasks | mean % of teacher per seed | worst task (seed) | "
+        "b32 x PyTorch teacher | b1 x PyTorch teacher | goal met |",
+        "|---|---:|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        worst = row["worst"]
+        lines.append(
+            f"| {row['cell']} | {len(row['seeds'])} | "
+            + ", ".join(f"{v:.1f}" for v in row["mean_share"])
+            + f" | {worst['task']} {worst['share']:.1f} ({worst['seed']}) | "
+            f"{span(row['speedup']['b32'])} | {span(row['speedup']['b1'])} | "
+            f"{'yes' if row['met'] else 'no'} |"
+        )
+    return lines + [""]
 
 
 PEER_MARKERS = {"PyTorch fp32 teacher": ("X", "black"), "ORT int8 teacher": ("P", "tab:red")}
