@@ -16,8 +16,10 @@ there, and the final scaling may round differently (~1e-7).
 The source is compiled with the system's C++ compiler into `$BERTJAX_KERNEL_CACHE`
 (default `$BERTJAX_CACHE/kernels`), keyed by the source and jaxlib version, once per
 machine. `available()` is False (and callers use XLA's product) off Linux x86 with
-VNNI, without a compiler, or with `BERTJAX_KERNELS=0`. Under a sharded `jit` XLA
-gathers the kernel's operands onto each device (correct, not data-parallel).
+VNNI, without a compiler, or with `BERTJAX_KERNELS=0`. Every kernel works row by row
+(a token's row; an example's rows for attention), so under a sharded `jit` each is a
+`custom_partitioning` call: each device runs it on its own rows, weights whole, no
+gather of activations (`_by_rows`).
 """
 
 import ctypes
@@ -35,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 from bertjax import paths
 
@@ -120,6 +124,51 @@ def attention_available() -> bool:
     return _register(ATTENTION_SOURCE, (ATTENTION_TARGET, "BertjaxAttention"))
 
 
+def _row_axis(shape):
+    """The mesh axes the leading dimension of an argument is sharded over (or None)."""
+    spec = getattr(shape.sharding, "spec", ())
+    return spec[0] if len(spec) else None
+
+
+def _by_rows(rule: str, rows: tuple[int, ...], static: int = 0):
+    """Decorator: `fn(*arrays, *statics)` as a `custom_partitioning` call that splits the
+    leading axis of the arguments `rows` and of the result (Shardy `rule`; every other factor
+    is replicated) and gives every other argument whole: each device runs `fn` on its own
+    rows, as XLA's own ops would, instead of gathering them. One device: `fn` inline."""
+    factors = tuple(dict.fromkeys(rule.replace("->", ",").replace(",", " ").split()))
+
+    def decorator(fn):
+        arity = fn.__code__.co_argcount
+        wrapped = custom_partitioning(fn, static_argnums=tuple(range(arity - static, arity)))
+
+        def split(mesh, axis, shape):
+            return NamedSharding(mesh, PartitionSpec(axis, *[None] * (len(shape.shape) - 1)))
+
+        def shardings(mesh, arg_shapes):
+            axis = _row_axis(arg_shapes[rows[0]])
+            whole = NamedSharding(mesh, PartitionSpec())
+            return axis, tuple(split(mesh, axis, a) if i in rows else whole
+                               for i, a in enumerate(arg_shapes))  # fmt: skip
+
+        def partition(*args):
+            *statics, mesh, arg_shapes, result_shape = args
+            axis, arg_shardings = shardings(mesh, arg_shapes)
+            return mesh, lambda *a: fn(*a, *statics), split(mesh, axis, result_shape), arg_shardings
+
+        def infer(*args):
+            *_, mesh, arg_shapes, result_shape = args
+            return split(mesh, _row_axis(arg_shapes[rows[0]]), result_shape)
+
+        row_factor = rule.split(",")[rows[0]].split()[0]
+        wrapped.def_partition(
+            partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule,
+            need_replication_factors=tuple(f for f in factors if f != row_factor),
+        )  # fmt: skip
+        return wrapped
+
+    return decorator
+
+
 def supports_attention(head_dim: int) -> bool:
     """Whether heads of `head_dim` fit the attention kernel (else XLA's attention runs)."""
     return head_dim % 16 == 0 and head_dim <= 128 and attention_available()
@@ -134,13 +183,20 @@ def attention(qkv: jax.Array, bias: jax.Array, heads: int, qkv_bias=None) -> jax
     b, t, width = qkv.shape
     if qkv_bias is None:
         qkv_bias = jnp.zeros((width,), jnp.float32)
-    shape = jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32)
-    rows = qkv.reshape(b * t, width).astype(jnp.float32)
-    out = jax.ffi.ffi_call(ATTENTION_TARGET, shape)(
-        rows,
+    return _attention_call(
+        qkv.astype(jnp.float32),
         jnp.asarray(bias, jnp.float32).reshape(b, t),
         jnp.asarray(qkv_bias, jnp.float32).reshape(width),
-        heads=np.int64(heads),
+        heads,
+    )
+
+
+@_by_rows("b t w, b t, w -> b t c", rows=(0, 1), static=1)
+def _attention_call(qkv, bias, qkv_bias, heads):
+    b, t, width = qkv.shape
+    shape = jax.ShapeDtypeStruct((b * t, width // 3), jnp.float32)
+    out = jax.ffi.ffi_call(ATTENTION_TARGET, shape)(
+        qkv.reshape(b * t, width), bias, qkv_bias, heads=np.int64(heads)
     )
     return out.reshape(b, t, width // 3)
 
@@ -170,9 +226,14 @@ def int8_dense(x: jax.Array, qvalue: jax.Array, scale: jax.Array) -> jax.Array:
         raise RuntimeError("the int8 VNNI kernel is not available here (see `available`)")
     k, n = qvalue.shape
     rows = x.reshape(-1, k).astype(jnp.float32)
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))
-    out = call(rows, qvalue.astype(jnp.int8), jnp.asarray(scale, jnp.float32).reshape(n))
+    out = _dense_call(rows, qvalue.astype(jnp.int8), jnp.asarray(scale, jnp.float32).reshape(n))
     return out.reshape(*x.shape[:-1], n)
+
+
+@_by_rows("m k, k n, n -> m n", rows=(0,))
+def _dense_call(rows, qvalue, scale):
+    shape = jax.ShapeDtypeStruct((rows.shape[0], qvalue.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(TARGET, shape)(rows, qvalue, scale)
 
 
 def reference_int8_dense(x, qvalue, scale) -> np.ndarray:
@@ -195,11 +256,17 @@ def int8_dense_norm(x, qvalue, scale, bias, residual, gamma, beta, eps: float) -
     k, n = qvalue.shape
     rows = x.reshape(-1, k).astype(jnp.float32)
     vector = lambda v: jnp.asarray(v, jnp.float32).reshape(n)  # noqa: E731
-    call = jax.ffi.ffi_call(NORM_TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))
-    out = call(rows, qvalue.astype(jnp.int8), vector(scale), vector(bias),
-               jnp.asarray(residual, jnp.float32).reshape(rows.shape[0], n), vector(gamma),
-               vector(beta), eps=np.float32(eps))  # fmt: skip
+    out = _dense_norm_call(rows, qvalue.astype(jnp.int8), vector(scale), vector(bias),
+                           jnp.asarray(residual, jnp.float32).reshape(rows.shape[0], n),
+                           vector(gamma), vector(beta), float(eps))  # fmt: skip
     return out.reshape(*x.shape[:-1], n)
+
+
+@_by_rows("m k, k n, n, n, m n, n, n -> m n", rows=(0, 4), static=1)
+def _dense_norm_call(rows, qvalue, scale, bias, residual, gamma, beta, eps):
+    shape = jax.ShapeDtypeStruct((rows.shape[0], qvalue.shape[1]), jnp.float32)
+    call = jax.ffi.ffi_call(NORM_TARGET, shape)
+    return call(rows, qvalue, scale, bias, residual, gamma, beta, eps=np.float32(eps))
 
 
 def reference_int8_dense_norm(x, qvalue, scale, bias, residual, gamma, beta, eps) -> np.ndarray:

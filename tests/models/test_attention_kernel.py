@@ -76,3 +76,20 @@ def test_the_model_uses_it_at_inference_only_and_gives_the_same_outputs(monkeypa
     monkeypatch.undo()
     _, inter = model.apply({"params": params}, ids, mask, collect=("attn_probs",))
     assert inter["attn_probs/0"].shape == (2, 2, 11, 11)
+
+
+def test_under_a_sharded_jit_each_device_runs_its_own_examples():
+    if jax.device_count() < 2:
+        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+    rows = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)),
+                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
+    rng = np.random.default_rng(1)
+    qkv = rng.standard_normal((jax.device_count(), 9, 3 * 2 * 16)).astype(np.float32)
+    bias = np.where(np.arange(9) < 6, 0.0, -1e4).astype(np.float32)[None].repeat(len(qkv), 0)
+    fn = jax.jit(kernels.attention, static_argnums=2)
+    placed = jax.device_put(qkv, rows), jax.device_put(bias, rows)
+    assert "all-gather" not in fn.lower(*placed, 2).compile().as_text()
+    out = fn(*placed, 2)
+    assert out.sharding.spec[0] == "data"
+    reference = kernels.reference_attention(qkv, bias, 2)
+    np.testing.assert_allclose(np.asarray(out), reference, atol=1e-5)

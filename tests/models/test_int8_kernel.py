@@ -63,3 +63,28 @@ def test_kernel_residual_layer_norm_matches_the_reference_and_xla(m, k, n):
     np.testing.assert_allclose(np.asarray(fused(x, bias, residual)), got, atol=1e-6)
     static = {**kernel, convert.INPUT_SCALE: 0.1}
     assert int8.int8_dense_norm(x, static, bias, residual, norm, 1e-12) is None
+
+
+def test_under_a_sharded_jit_each_device_runs_the_kernels_on_its_own_rows():
+    if jax.device_count() < 2:
+        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+    rows = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)),
+                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2 * jax.device_count(), 5, 64)).astype(np.float32)
+    residual = rng.standard_normal((*x.shape[:2], 96)).astype(np.float32)
+    qvalue = rng.integers(-127, 128, (64, 96)).astype(np.int8)
+    vector = rng.uniform(1e-3, 1e-2, 96).astype(np.float32)
+    dense = jax.jit(kernels.int8_dense)
+    norm = jax.jit(kernels.int8_dense_norm, static_argnames="eps")
+    for fn, args, sharded in (
+        (dense, (x, qvalue, vector), (0,)),
+        (norm, (x, qvalue, vector, vector, residual, vector, vector), (0, 4)),
+    ):
+        placed = [jax.device_put(a, rows) if i in sharded else a for i, a in enumerate(args)]
+        kwargs = {"eps": 1e-12} if fn is norm else {}
+        compiled = fn.lower(*placed, **kwargs).compile().as_text()
+        assert "all-gather" not in compiled and "all-to-all" not in compiled
+        out = fn(*placed, **kwargs)
+        assert out.sharding.spec[0] == "data"  # stays split: no gather before the next op
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(fn(*args, **kwargs)))
