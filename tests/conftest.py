@@ -32,6 +32,17 @@ def teacher_dir():
 
 
 @pytest.fixture(scope="session")
+def batch_split():
+    """A sharding that splits an array's leading axis over every device (`data` mesh)."""
+    import jax
+
+    if jax.device_count() < 2:
+        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+@pytest.fixture(scope="session")
 def shrink(teacher_dir):
     """Makes a `smoke` config tiny: real tokenizer, 32 train / 16 eval examples, length 32."""
 

@@ -78,11 +78,8 @@ def test_the_model_uses_it_at_inference_only_and_gives_the_same_outputs(monkeypa
     assert inter["attn_probs/0"].shape == (2, 2, 11, 11)
 
 
-def test_under_a_sharded_jit_each_device_runs_its_own_examples():
-    if jax.device_count() < 2:
-        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
-    rows = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)),
-                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
+def test_under_a_sharded_jit_each_device_runs_its_own_examples(batch_split):
+    rows = batch_split
     rng = np.random.default_rng(1)
     qkv = rng.standard_normal((jax.device_count(), 9, 3 * 2 * 16)).astype(np.float32)
     bias = np.where(np.arange(9) < 6, 0.0, -1e4).astype(np.float32)[None].repeat(len(qkv), 0)

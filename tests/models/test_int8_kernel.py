@@ -65,11 +65,8 @@ def test_kernel_residual_layer_norm_matches_the_reference_and_xla(m, k, n):
     assert int8.int8_dense_norm(x, static, bias, residual, norm, 1e-12) is None
 
 
-def test_under_a_sharded_jit_each_device_runs_the_kernels_on_its_own_rows():
-    if jax.device_count() < 2:
-        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
-    rows = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)),
-                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
+def test_under_a_sharded_jit_each_device_runs_the_kernels_on_its_own_rows(batch_split):
+    rows = batch_split
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2 * jax.device_count(), 5, 64)).astype(np.float32)
     residual = rng.standard_normal((*x.shape[:2], 96)).astype(np.float32)
