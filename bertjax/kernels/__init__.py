@@ -144,15 +144,11 @@ def _by_rows(rule: str, rows: tuple[int, ...], static: int = 0):
         def split(mesh, axis, shape):
             return NamedSharding(mesh, PartitionSpec(axis, *[None] * (len(shape.shape) - 1)))
 
-        def shardings(mesh, arg_shapes):
-            axis = _row_axis(arg_shapes[rows[0]])
-            whole = NamedSharding(mesh, PartitionSpec())
-            return axis, tuple(split(mesh, axis, a) if i in rows else whole
-                               for i, a in enumerate(arg_shapes))  # fmt: skip
-
         def partition(*args):
             *statics, mesh, arg_shapes, result_shape = args
-            axis, arg_shardings = shardings(mesh, arg_shapes)
+            axis, whole = _row_axis(arg_shapes[rows[0]]), NamedSharding(mesh, PartitionSpec())
+            arg_shardings = tuple(split(mesh, axis, a) if i in rows else whole
+                                  for i, a in enumerate(arg_shapes))  # fmt: skip
             return mesh, lambda *a: fn(*a, *statics), split(mesh, axis, result_shape), arg_shardings
 
         def infer(*args):

@@ -92,9 +92,10 @@ COMPILED_KERNEL = re.compile(r'custom_call_target="bertjax_int8_dense')
 def _int8_dots(lowered) -> int:
     """How many int8 x int8 products a lowered function has."""
     text = lowered.as_text()
-    kernels = len(INT8_KERNEL.findall(text))
     if "@CustomSPMDPartitioning" in text:
         kernels = len(COMPILED_KERNEL.findall(lowered.compile().as_text()))
+    else:
+        kernels = len(INT8_KERNEL.findall(text))
     return len(INT8_DOT.findall(text)) + kernels
 
 
